@@ -1,0 +1,1 @@
+"""Reaching hosts: SSH connections, the executor that runs commands, the pool."""
