@@ -1,0 +1,99 @@
+"""``${VAR}`` interpolation from the environment and the secrets file.
+
+Every substituted value is a secret by definition (that is how users keep
+passwords out of the repository), so it is wrapped in :class:`Secret` and
+registered with the masker before anything is printed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deployer.config.yamlfile import Loc, SourceMap
+from deployer.errors import ConfigError
+from deployer.secrets import Secret, masker
+
+# ${NAME}, ${NAME:-default} (unset or empty), ${NAME-default} (unset); $$ is a literal $.
+PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|\$\{([^}]*)\}?")
+
+
+def interpolate(data: Any, env: Mapping[str, str], smap: SourceMap, hint: str) -> Any:
+    """Return ``data`` with every ``${VAR}`` in string values replaced."""
+    return _walk(data, (), env, smap, hint)
+
+
+def _walk(value: Any, loc: Loc, env: Mapping[str, str], smap: SourceMap, hint: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _walk(v, (*loc, k), env, smap, hint) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, (*loc, i), env, smap, hint) for i, v in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+        return _substitute(value, loc, env, smap, hint)
+    return value
+
+
+def _substitute(text: str, loc: Loc, env: Mapping[str, str], smap: SourceMap, hint: str) -> str:
+    used = False
+
+    def repl(m: re.Match[str]) -> str:
+        nonlocal used
+        if m.group(0) == "$$":
+            return "$"
+        if m.group(4) is not None or m.group(1) is None:
+            raise ConfigError(
+                f"{smap.where(loc)}: {_key(loc)}: malformed variable reference {m.group(0)!r}",
+                "write ${NAME} or ${NAME:-default}; use $$ for a literal $",
+            )
+        name, op, default = m.group(1), m.group(2), m.group(3)
+        used = True
+        val = env.get(name)
+        if (op == ":-" and not val) or (op == "-" and val is None):
+            val = default
+        if val is None:
+            raise ConfigError(
+                f"{smap.where(loc)}: {_key(loc)}: environment variable {name} is not set",
+                f"export {name}=... {hint}",
+            )
+        masker.add(val)
+        return val
+
+    out = PATTERN.sub(repl, text)
+    return Secret(out) if used else out
+
+
+def _key(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc) or "(top)"
+
+
+def read_dotenv(path: Path, display: str) -> dict[str, str]:
+    """A dotenv file: ``KEY=VALUE`` lines, ``export`` prefix, ``#`` comments,
+    single or double quotes. Small enough that a dependency is not worth it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{display}: secrets_file not found", "create it, or remove secrets_file"
+        ) from None
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, sep, val = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{display}:{n}: expected KEY=VALUE", "fix or remove that line")
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+            val = val[1:-1]
+            if raw.strip().split("=", 1)[1].strip()[0] == '"':
+                val = val.replace("\\n", "\n").replace('\\"', '"')
+        else:
+            val = re.sub(r"\s+#.*$", "", val)
+        out[key] = val
+    return out

@@ -1,0 +1,264 @@
+"""The declarative format: pydantic models for ``deployer.yaml`` and
+``inventories/<env>.yaml``.
+
+Models forbid unknown keys (typos are the commonest config bug) and the loader
+turns pydantic's errors into ``file:line: key: message`` with a did-you-mean.
+``deployer schema`` prints the JSON Schema for editors.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
+
+APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _keep_str(v: object) -> str:
+    """Accept a string as is, so a :class:`~deployer.secrets.Secret` stays one
+    (pydantic would copy it into a plain ``str``)."""
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    return v
+
+
+SecretField = Annotated[str, PlainValidator(_keep_str)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryConfig(Strict):
+    """Where images are pushed and pulled. ``server`` omitted means Docker Hub."""
+
+    server: str | None = None
+    username: str | None = None
+    password: SecretField | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> RegistryConfig:
+        if bool(self.username) != bool(self.password):
+            raise ValueError("username and password go together: set both or neither")
+        return self
+
+
+class ImageConfig(Strict):
+    """An image built from a context, or mirrored from ``source``."""
+
+    repository: str
+    context: str | None = None
+    dockerfile: str = "Dockerfile"
+    args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+    source: str | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", v):
+            raise ValueError(
+                f"{v!r} is not a valid repository (lowercase path like 'shop/web', no tag)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _context_or_source(self) -> ImageConfig:
+        if self.source and self.context:
+            raise ValueError("set either 'context' (build) or 'source' (mirror), not both")
+        if self.source and (self.args or self.target):
+            raise ValueError("'args' and 'target' apply to built images, not to a 'source' mirror")
+        return self
+
+    @property
+    def build_context(self) -> str:
+        return self.context or "."
+
+
+class FileSpec(Strict):
+    """A template rendered per host into the release directory."""
+
+    template: str
+    dest: str
+    mode: str = "0644"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v: object) -> str:
+        if isinstance(v, int):
+            # YAML reads an unquoted 0600 as the int 384 (octal) or 600 (YAML 1.2);
+            # both are ambiguous, so ask for a string.
+            raise ValueError(f'write the mode as a quoted octal string, e.g. "0600" (got {v})')
+        if not isinstance(v, str) or not re.fullmatch(r"0?[0-7]{3}", v):
+            raise ValueError(f'mode must be an octal string like "0644" (got {v!r})')
+        return v if len(v) == 4 else "0" + v
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, v: str) -> str:
+        if not v or v.startswith("/") or "\\" in v:
+            raise ValueError(f"dest {v!r} must be a relative path inside the release directory")
+        norm = posixpath.normpath(v)
+        if norm == ".." or norm.startswith("../") or norm == ".":
+            raise ValueError(f"dest {v!r} escapes the release directory")
+        return norm
+
+    @property
+    def mode_int(self) -> int:
+        return int(self.mode, 8)
+
+
+class ProjectConfig(Strict):
+    """``deployer.yaml``: what the app is."""
+
+    app: str
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    images: dict[str, ImageConfig] = Field(default_factory=dict)
+    files: list[FileSpec] = Field(default_factory=list)
+    compose_file: str = "docker-compose.yaml"
+    deploy_dir: str | None = None
+    keep_releases: int = Field(default=5, ge=1)
+    health_timeout: float = Field(default=120, gt=0)
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, v: str) -> str:
+        if not APP_NAME.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a valid app name: lowercase letters, digits and '-', "
+                "starting with a letter or digit"
+            )
+        return v
+
+    @field_validator("images")
+    @classmethod
+    def _image_names(cls, v: dict[str, ImageConfig]) -> dict[str, ImageConfig]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(
+                    f"image name {name!r} must be an identifier (templates use images.{name})"
+                )
+        return v
+
+    @field_validator("deploy_dir")
+    @classmethod
+    def _deploy_dir(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"deploy_dir must be an absolute path (got {v!r})")
+        return v.rstrip("/") or "/" if v else v
+
+    @model_validator(mode="after")
+    def _unique_dests(self) -> ProjectConfig:
+        seen: set[str] = set()
+        for f in self.files:
+            if f.dest in seen:
+                raise ValueError(f"two files render to the same dest {f.dest!r}")
+            seen.add(f.dest)
+        return self
+
+    @property
+    def remote_dir(self) -> str:
+        return self.deploy_dir or f"/opt/{self.app}"
+
+
+HostKeyPolicy = Literal["strict", "accept-new"]
+
+
+class SSHConfig(Strict):
+    """SSH settings; each level (inventory, group, host) overrides the one above.
+    Unset fields fall back to ``~/.ssh/config`` and then to OpenSSH defaults."""
+
+    user: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    host_key_policy: HostKeyPolicy | None = None
+    proxy_jump: str | None = None
+    connect_timeout: float | None = Field(default=None, gt=0)
+    command_timeout: float | None = Field(default=None, gt=0)
+
+    def merged(self, over: SSHConfig | None) -> SSHConfig:
+        if over is None:
+            return self
+        data = self.model_dump()
+        data.update({k: v for k, v in over.model_dump().items() if v is not None})
+        return SSHConfig(**data)
+
+
+class DockerConfig(Strict):
+    install: Literal["docker-ce", "distro", "none"] = "docker-ce"
+
+
+class HostConfig(Strict):
+    address: str | None = None
+    ssh: SSHConfig | None = None
+    vars: dict[str, object] = Field(default_factory=dict)
+
+
+class GroupConfig(Strict):
+    vars: dict[str, object] = Field(default_factory=dict)
+    hosts: dict[str, HostConfig | None] = Field(default_factory=dict)
+    ssh: SSHConfig | None = None
+    services: list[str] | None = None
+    files: list[FileSpec] | None = None
+
+
+BatchSize = int | str
+
+
+def _all_at_once() -> list[BatchSize]:
+    return ["100%"]
+
+
+class RolloutConfig(Strict):
+    batches: list[BatchSize] = Field(default_factory=_all_at_once)
+    max_parallel: int = Field(default=20, ge=1)
+    max_fail_percentage: float = Field(default=0, ge=0, le=100)
+    pause: float = Field(default=0, ge=0)
+
+    @field_validator("batches")
+    @classmethod
+    def _batches(cls, v: list[BatchSize]) -> list[BatchSize]:
+        if not v:
+            raise ValueError("batches needs at least one size")
+        for b in v:
+            if isinstance(b, bool):
+                raise ValueError(f"batch size {b!r} must be a count or a percentage")
+            if isinstance(b, int):
+                if b < 1:
+                    raise ValueError(f"batch size {b} must be at least 1")
+            elif not re.fullmatch(r"\d{1,3}(\.\d+)?%", b) or not 0 < float(b[:-1]) <= 100:
+                raise ValueError(f"batch size {b!r} must be a count or a percentage like '25%'")
+        return v
+
+
+class InventoryConfig(Strict):
+    """``inventories/<env>.yaml``: where the app runs."""
+
+    ssh: SSHConfig = Field(default_factory=SSHConfig)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+    vars: dict[str, object] = Field(default_factory=dict)
+    groups: dict[str, GroupConfig] = Field(default_factory=dict)
+    hosts: dict[str, HostConfig | None] = Field(default_factory=dict)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    registry: RegistryConfig | None = None
+    secrets_file: str | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, v: dict[str, GroupConfig]) -> dict[str, GroupConfig]:
+        for name in v:
+            if not NAME.fullmatch(name):
+                raise ValueError(f"group name {name!r}: use letters, digits, '.', '_', '-'")
+        return v

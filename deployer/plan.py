@@ -1,0 +1,132 @@
+"""The plan: per host, exactly what ``ship`` would upload and run.
+
+Built offline from the project, the image references and a release id.
+``deployer plan`` prints it; ``ship`` executes it. Nothing reaches a host that
+the plan would not show.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from deployer.compose_file import ServerCompose, server_compose
+from deployer.config import Host, Project
+from deployer.errors import ConfigError
+from deployer.render import RenderedFile, Renderer, check_reserved
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class HostPlan:
+    host: Host
+    release: str
+    files: list[RenderedFile]
+    compose: ServerCompose
+    images: dict[str, str]
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two releases the same: file contents, modes, images and
+        services. Equal fingerprints mean ``ship`` has nothing to do."""
+        h = hashlib.sha256()
+        for f in sorted(self.files, key=lambda f: f.dest):
+            h.update(f"{f.dest}\0{f.mode:o}\0{f.sha256}\n".encode())
+        for k in sorted(self.images):
+            h.update(f"image {k}={self.images[k]}\n".encode())
+        return h.hexdigest()
+
+    def manifest(self, who: str | None = None, when: str | None = None) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "fingerprint": self.fingerprint,
+            "files": {f.dest: {"sha256": f.sha256, "mode": f"{f.mode:04o}"} for f in self.files},
+            "images": dict(self.images),
+            "services": self.compose.services,
+            "created_by": who or deployer_identity(),
+            "created_at": when or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    def manifest_bytes(self, who: str | None = None, when: str | None = None) -> bytes:
+        return (json.dumps(self.manifest(who, when), indent=2, sort_keys=True) + "\n").encode()
+
+
+@dataclass
+class Plan:
+    project: Project
+    release: str
+    tag: str
+    images: dict[str, str]
+    hosts: list[HostPlan] = field(default_factory=list)
+
+
+def deployer_identity() -> str:
+    """``user@machine``, recorded in locks and manifests (who deployed)."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def image_refs(project: Project, tag: str) -> dict[str, str]:
+    """Offline references (``server/repository:tag``); ``ship`` pins digests."""
+    server = project.registry.server
+    return {
+        name: f"{server}/{img.repository}:{tag}" if server else f"{img.repository}:{tag}"
+        for name, img in project.config.images.items()
+    }
+
+
+def new_release_id(tag: str, now: datetime | None = None) -> str:
+    """Sortable and readable: ``20261130T094500Z-<tag>``."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{tag}"[:120]
+
+
+def build_plan(
+    project: Project,
+    hosts: list[Host],
+    images: Mapping[str, str],
+    release: str,
+    tag: str,
+) -> Plan:
+    """Render every file for every host and derive the server compose file."""
+    check_reserved(project)
+    renderer = Renderer(project)
+    plan = Plan(project, release, tag, dict(images))
+    compose_dest = project.config.compose_file
+    for host in hosts:
+        files = renderer.render(host, images, release)
+        by_dest = {f.dest: f for f in files}
+        if compose_dest not in by_dest:
+            raise ConfigError(
+                f"deployer.yaml: compose_file {compose_dest!r} is not the dest of any file "
+                f"rendered for host {host.name}",
+                "add it under files (template + dest), or set compose_file",
+            )
+        if MANIFEST in by_dest:
+            raise ConfigError(f"deployer.yaml: dest {MANIFEST!r} is reserved for deployer")
+        cf = by_dest[compose_dest]
+        compose = server_compose(
+            cf.content.decode(),
+            where=f"{cf.template} (rendered for {host.name})",
+            deploy_dir=project.deploy_dir,
+            uploaded=list(by_dest),
+            services=host.services,
+        )
+        files = [
+            RenderedFile(f.dest, compose.text.encode(), f.mode, f.template)
+            if f.dest == compose_dest
+            else f
+            for f in files
+        ]
+        plan.hosts.append(HostPlan(host, release, files, compose, dict(images)))
+    return plan

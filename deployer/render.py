@@ -1,0 +1,187 @@
+"""Rendering templates per host with Jinja2.
+
+StrictUndefined everywhere: a missing variable is an error naming the
+template, line, variable and host, never an empty string in a config file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deployer.config import Host, Project
+from deployer.config.models import FileSpec
+from deployer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import jinja2
+
+RESERVED = ("app", "env", "host", "images", "release", "groups", "deploy_dir")
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file of a release, as uploaded."""
+
+    dest: str
+    content: bytes
+    mode: int
+    template: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+def _environment(root: Path) -> jinja2.Environment:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - we render YAML and config files, not HTML
+    )
+
+
+def host_context(
+    project: Project, host: Host, images: Mapping[str, str], release: str
+) -> dict[str, Any]:
+    """What a template sees: merged vars at top level, plus the built-ins.
+
+    ``groups`` maps each group to its hosts (name, address) so a web host can
+    reach the db host: ``{{ groups.db[0].address }}``.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for h in project.hosts:
+        for g in h.groups:
+            groups.setdefault(g, []).append(h.template_info())
+    ctx: dict[str, Any] = dict(host.vars)
+    ctx.update(
+        app=project.app,
+        env=project.env,
+        host=host.template_info(),
+        images=dict(images),
+        release=release,
+        groups=groups,
+        deploy_dir=project.deploy_dir,
+    )
+    return ctx
+
+
+def check_reserved(project: Project) -> None:
+    """A var named like a built-in would be silently shadowed: refuse it."""
+    for h in project.hosts:
+        for name in RESERVED:
+            if name in h.vars:
+                raise ConfigError(
+                    f"{project.inventory_map.display}: host {h.name}: var {name!r} "
+                    "clashes with a built-in template variable",
+                    f"rename it; built-ins are {', '.join(RESERVED)}",
+                )
+
+
+def files_for(project: Project, host: Host) -> list[FileSpec]:
+    return list(host.files) if host.files is not None else list(project.config.files)
+
+
+class Renderer:
+    """Caches compiled templates across hosts (a 100-host plan parses each once)."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.env = _environment(project.root)
+        self._cache: dict[str, jinja2.Template] = {}
+
+    def _template(self, name: str, host: Host) -> jinja2.Template:
+        import jinja2
+
+        if name in self._cache:
+            return self._cache[name]
+        if not (self.project.root / name).is_file():
+            raise ConfigError(
+                f"{name}: template not found (host {host.name})",
+                f"create it, or fix the 'template' path in deployer.yaml "
+                f"(relative to {self.project.root})",
+            )
+        try:
+            tpl = self.env.get_template(Path(name).as_posix())
+        except jinja2.TemplateSyntaxError as e:
+            raise ConfigError(
+                f"{name}:{e.lineno}: template syntax error: {e.message}",
+                "fix the Jinja2 syntax at that line",
+            ) from None
+        self._cache[name] = tpl
+        return tpl
+
+    def render(
+        self, host: Host, images: Mapping[str, str], release: str
+    ) -> list[RenderedFile]:
+        ctx = host_context(self.project, host, images, release)
+        out = []
+        for spec in files_for(self.project, host):
+            tpl = self._template(spec.template, host)
+            out.append(
+                RenderedFile(
+                    spec.dest,
+                    self._render_one(tpl, spec.template, ctx, host).encode(),
+                    spec.mode_int,
+                    spec.template,
+                )
+            )
+        return out
+
+    def _render_one(
+        self, tpl: jinja2.Template, name: str, ctx: dict[str, Any], host: Host
+    ) -> str:
+        import jinja2
+
+        try:
+            return tpl.render(ctx)
+        except jinja2.UndefinedError as e:
+            line = _template_line(e, tpl)
+            var = _undefined_name(str(e.message))
+            raise ConfigError(
+                f"{name}:{line}: undefined variable {var} (host {host.name})"
+                if line
+                else f"{name}: undefined variable {var} (host {host.name})",
+                f"define {var} under vars in the inventory (all hosts, a group or this host)",
+            ) from None
+        except jinja2.TemplateError as e:
+            line = _template_line(e, tpl)
+            raise ConfigError(
+                f"{name}:{line or '?'}: template error: {e} (host {host.name})"
+            ) from None
+        except Exception as e:  # a filter or a test raising on this host's data
+            line = _template_line(e, tpl)
+            raise ConfigError(
+                f"{name}:{line or '?'}: error while rendering for host {host.name}: "
+                f"{type(e).__name__}: {e}"
+            ) from None
+
+
+def _template_line(exc: BaseException, tpl: jinja2.Template) -> int | None:
+    """Jinja rewrites tracebacks so frames point at the template file and line."""
+    line = None
+    tb = exc.__traceback__
+    fname = tpl.filename
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == fname:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _undefined_name(message: str) -> str:
+    m = re.search(r"'([^']+)' is undefined", message)
+    if m:
+        return m.group(1)
+    m = re.search(r"has no attribute '([^']+)'", message)
+    if m:
+        obj = re.search(r"^'?([^']+)'? (?:object )?has no attribute", message)
+        return f"{obj.group(1)}.{m.group(1)}" if obj else m.group(1)
+    return message
