@@ -65,9 +65,18 @@ class Command:
             return f"cd {shlex.quote(self.cwd)} && {line}"
         return line
 
-    def display(self) -> str:
-        """The line as ``plan`` and logs show it: stdin shown as masked."""
-        line = self.shell()
+    def display(self, *, full: bool = False) -> str:
+        """The line as ``plan`` and logs show it: stdin shown as masked, and an
+        inline script abbreviated to its description (``full`` shows it)."""
+        argv = self.argv
+        if not full and argv[:2] == ("sh", "-c") and len(argv) > 2 and "\n" in argv[2]:
+            n = argv[2].count("\n") + 1
+            label = f"<{n}-line script: {self.description or 'inline'}>"
+            shown = Command(("sh", "-c", label, *argv[3:]), sudo=self.sudo, cwd=self.cwd,
+                            env=self.env)
+            line = shown.shell().replace(shlex.quote(label), label)
+        else:
+            line = self.shell()
         if self.stdin is not None:
             line += f"  <<< {MASK}"
         return line

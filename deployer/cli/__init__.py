@@ -1,0 +1,1 @@
+"""The command line: parses, calls the API, picks a reporter. No deploy logic."""

@@ -1,0 +1,150 @@
+"""The ``deployer`` command. Parses, calls the API, prints; no deploy logic.
+
+Heavy modules (docker, paramiko, jinja2) are imported inside the commands
+that need them, so ``deployer --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from deployer.cli.state import State, get_state
+from deployer.errors import EXIT_DEPLOY, EXIT_INTERRUPTED, EXIT_USAGE, DeployerError
+
+app = typer.Typer(
+    name="deployer",
+    help="Ship Docker Compose apps to servers over SSH: build, push, render, upload, "
+    "compose up, health-gate, roll back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EnvArg = typer.Argument(..., help="Environment: the name of inventories/ENV.yaml.")
+LimitOpt = typer.Option(
+    None, "--limit", "-l", help="Comma-separated host names, group names or globs."
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    project_dir: Path = typer.Option(
+        Path("."), "-C", "--project-dir", help="Project folder (holds deployer.yaml)."
+    ),
+    output: str = typer.Option("text", "--output", "-o", help="text or json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs on stderr."),
+) -> None:
+    if output not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--output")
+    ctx.obj = State(project_dir=project_dir.resolve(), output=output, verbose=verbose)
+    if verbose:
+        from deployer.logs import setup_logging
+
+        setup_logging(logging.DEBUG)
+
+
+@app.command()
+def check(ctx: typer.Context, env: str = EnvArg) -> None:
+    """Validate both files and render every template for every host, offline."""
+    from deployer.cli import plan_cmd
+
+    plan_cmd.run_check(get_state(ctx), env)
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    env: str = EnvArg,
+    limit: Optional[str] = LimitOpt,  # noqa: UP045 - typer needs Optional on 3.10
+    tag: Optional[str] = typer.Option(None, "--tag", help="Image tag (default: from git)."),  # noqa: UP045
+    files: bool = typer.Option(True, "--files/--no-files", help="Print rendered files."),
+) -> None:
+    """Offline dry run: per host, the rendered files and the steps ship would run."""
+    from deployer.cli import plan_cmd
+
+    plan_cmd.run_plan(get_state(ctx), env, limit, tag, files)
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    from_compose: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--from-compose", help="Turn an existing compose file into the template."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Scaffold deployer.yaml, inventories/prod.yaml and templates/ here."""
+    from deployer.cli.output import out
+    from deployer.scaffold import init_project
+
+    written = init_project(get_state(ctx).project_dir, from_compose, force)
+    for p in written:
+        out(f"created {p}")
+
+
+@app.command()
+def schema(
+    which: str = typer.Argument("project", help="project (deployer.yaml) or inventory."),
+) -> None:
+    """Print the JSON Schema of deployer.yaml or of an inventory (for editors)."""
+    import json
+
+    from deployer.cli.output import raw
+    from deployer.config.models import InventoryConfig, ProjectConfig
+
+    if which not in ("project", "inventory"):
+        raise typer.BadParameter("must be project or inventory", param_hint="WHICH")
+    model = ProjectConfig if which == "project" else InventoryConfig
+    raw(json.dumps(model.model_json_schema(), indent=2))
+
+
+def _register() -> None:
+    """Sub-commands that live in their own modules."""
+    from deployer.cli import deploy_cmds, images, logs_cmds
+    from deployer.cli import sandbox as sandbox_cli
+
+    app.command()(images.build)
+    app.command()(images.push)
+    deploy_cmds.register(app)
+    logs_cmds.register(app)
+    app.add_typer(sandbox_cli.app, name="sandbox", help="Local servers and registry to try on.")
+
+
+def main() -> None:
+    """Entry point: maps errors to exit codes, never shows a traceback."""
+    from deployer.cli.output import err
+
+    _register()
+    try:
+        app(standalone_mode=False)
+    except DeployerError as e:
+        err(f"error: {e.message}")
+        if e.hint:
+            err(f"  hint: {e.hint}")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err("aborted")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code)
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        err(f"internal error: {type(e).__name__}: {e}")
+        err("  hint: rerun with -v for the traceback, and please report it")
+        sys.exit(EXIT_DEPLOY)

@@ -1,0 +1,92 @@
+"""``check`` and ``plan``: offline, nothing touches a host."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from deployer.cli.output import out, raw
+from deployer.cli.state import State
+from deployer.config import load_project
+from deployer.plan import Plan, build_plan, image_refs, new_release_id
+
+
+def _plan(state: State, env: str, limit: str | None, tag: str | None) -> Plan:
+    from deployer.tags import project_tag
+
+    project = load_project(state.project_dir, env)
+    hosts = project.select(limit)
+    tag = tag or project_tag(project.root)
+    images = image_refs(project, tag)
+    return build_plan(project, hosts, images, new_release_id(tag), tag)
+
+
+def run_check(state: State, env: str) -> None:
+    plan = _plan(state, env, None, None)
+    n_files = sum(len(h.files) for h in plan.hosts)
+    if state.output == "json":
+        raw(json.dumps({"ok": True, "env": env, "hosts": len(plan.hosts), "files": n_files}))
+        return
+    out(
+        f"ok: {plan.project.config.app} / {env}: {len(plan.hosts)} hosts, "
+        f"{n_files} files rendered, {len(plan.images)} images"
+    )
+
+
+def plan_data(plan: Plan) -> dict[str, Any]:
+    from deployer.deploy.steps import ship_steps
+
+    return {
+        "app": plan.project.app,
+        "env": plan.project.env,
+        "release": plan.release,
+        "tag": plan.tag,
+        "images": plan.images,
+        "hosts": [
+            {
+                "name": hp.host.name,
+                "address": hp.host.address,
+                "groups": list(hp.host.groups),
+                "services": hp.compose.services,
+                "shared_dirs": hp.compose.shared_dirs,
+                "fingerprint": hp.fingerprint,
+                "files": [
+                    {"dest": f.dest, "mode": f"{f.mode:04o}", "sha256": f.sha256,
+                     "content": f.content.decode(errors="replace")}
+                    for f in hp.files
+                ],
+                "steps": [
+                    {"step": s.name, "commands": [c.display() for c in s.commands]}
+                    for s in ship_steps(plan.project, hp)
+                ],
+            }
+            for hp in plan.hosts
+        ],
+    }
+
+
+def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: bool) -> None:
+    plan = _plan(state, env, limit, tag)
+    data = plan_data(plan)
+    if state.output == "json":
+        raw(json.dumps(data, indent=2))
+        return
+    p = plan.project
+    out(f"[bold]plan[/bold] {p.app} -> {env}: release {plan.release}, {len(plan.hosts)} hosts")
+    for name, ref in plan.images.items():
+        out(f"  image {name}: {ref}  (digest pinned at ship)")
+    for h in data["hosts"]:
+        out("")
+        groups = ",".join(h["groups"]) or "-"
+        out(f"[bold]== {h['name']}[/bold] ({h['address']}, groups: {groups}, "
+            f"services: {', '.join(h['services'])})")
+        if files:
+            for f in h["files"]:
+                out(f"--- {p.deploy_dir}/releases/{plan.release}/{f['dest']} "
+                    f"(mode {f['mode']}, sha256 {f['sha256'][:12]})")
+                raw(f["content"])
+        out("steps:")
+        for i, s in enumerate(h["steps"], 1):
+            out(f"  {i}. {s['step']}")
+            for c in s["commands"]:
+                out(f"       $ {c}", markup=False)

@@ -1,0 +1,282 @@
+"""``ship`` on one host: the state machine that never leaves a host worse
+than it found it.
+
+    bootstrap (if Docker is missing) -> read current release (no-op check)
+    -> lock -> upload into <id>.partial -> rename to <id> -> login -> pull
+    -> compose up -> wait healthy -> switch ``current`` -> prune -> unlock
+    on failure after ``up``: logs of the failing service, previous release
+    up again, wait healthy, ``current`` untouched -> "rolled back"
+
+A release directory that exists is always complete (it is renamed into place
+only after every file landed), and ``current`` only moves once the new
+release is healthy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.commands import health, lock, registry, release
+from deployer.commands.base import Command
+from deployer.commands.compose import Compose
+from deployer.commands.facts import HostFacts
+from deployer.config import Host, Project
+from deployer.deploy.hostrun import HostRun
+from deployer.errors import HostError
+from deployer.plan import MANIFEST, HostPlan
+from deployer.remote.base import Executor, Result
+from deployer.report.model import HostReport
+
+
+class Interrupted(HostError):
+    """Ctrl-C arrived before this host reached a point of no return."""
+
+
+@dataclass
+class Counting:
+    """Wraps an executor to count remote commands and uploaded bytes (shown in
+    the JSON report and by the benchmarks)."""
+
+    inner: Executor
+    commands: int = 0
+    bytes_uploaded: int = 0
+    host: str = ""
+
+    def __post_init__(self) -> None:
+        self.host = self.inner.host
+
+    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
+        self.commands += 1
+        return self.inner.run(command, check=check, timeout=timeout)
+
+    def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
+        self.bytes_uploaded += len(data)
+        self.inner.upload(data, path, mode=mode)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class ShipSettings:
+    who: str
+    when: str
+    health_timeout: float
+    keep_releases: int
+    poll_interval: float = 1.0
+    log_tail: int = 30
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def ensure_docker(ex: Executor, host: Host, run: HostRun) -> HostFacts:
+    """Probe the host (one round trip); install Docker if it is missing."""
+    from deployer.deploy.bootstrap import bootstrap_host
+
+    with run.step("check docker"):
+        outcome = bootstrap_host(ex, host)
+    if outcome.changed:
+        run.log(f"bootstrapped: {outcome.detail}")
+    return outcome.facts
+
+
+class HostShip:
+    """One host's ship. Create it per host per run; call :meth:`run`."""
+
+    def __init__(
+        self,
+        project: Project,
+        hp: HostPlan,
+        ex: Executor,
+        run: HostRun,
+        settings: ShipSettings,
+    ) -> None:
+        self.project = project
+        self.hp = hp
+        self.ex = ex
+        self.run = run
+        self.s = settings
+        self.dir = project.deploy_dir
+        self.app = project.app
+
+    # -- helpers -----------------------------------------------------------
+
+    def _compose(
+        self, facts: HostFacts, release_id: str, env: tuple[tuple[str, str], ...]
+    ) -> Compose:
+        return Compose(
+            app=self.app,
+            file=self.project.config.compose_file,
+            variant=facts.compose or "v2",
+            sudo=facts.docker_sudo,
+            cwd=release.release_dir(self.dir, release_id),
+            env=env,
+        )
+
+    def _check_cancel(self, where: str) -> None:
+        if self.s.cancel.is_set():
+            raise Interrupted(self.hp.host.name, where, "interrupted; nothing was started")
+
+    # -- the run -----------------------------------------------------------
+
+    def ship(self) -> HostReport:
+        hp, run, ex = self.hp, self.run, self.ex
+        run.release = hp.release
+        facts = ensure_docker(ex, hp.host, run)
+        with run.step("read current release"):
+            state = release.parse_state(ex.run(release.read_state(self.dir)).stdout)
+        manifest = state.manifest
+        if state.current and manifest and manifest.get("fingerprint") == hp.fingerprint:
+            return run.report("unchanged", release=state.current, detail="nothing changed")
+        if not state.writable:
+            with run.step("prepare deploy dir"):
+                ex.run(release.prepare(self.dir, facts.user))
+        self._check_cancel("lock")
+        with run.step("lock"):
+            res = ex.run(lock.acquire(self.dir, who=self.s.who, when=self.s.when,
+                                      release=hp.release))
+        if res.exit_code == lock.EXIT_LOCKED:
+            info = lock.parse_lock_info(res.stdout)
+            return run.report(
+                "failed", release=state.current,
+                error=f"{info.describe()}; run `deployer unlock {self.project.env}` "
+                "if that deploy is dead",
+            )
+        login: registry.RegistryLogin | None = None
+        try:
+            with run.step("clean up stale uploads"):
+                ex.run(release.remove_partials(self.dir))
+                ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
+            self._check_cancel("upload")
+            with run.step("upload release"):
+                self._upload()
+            if hp.compose.shared_dirs:
+                with run.step("create shared dirs"):
+                    ex.run(release.ensure_shared(self.dir, hp.compose.shared_dirs))
+            env: tuple[tuple[str, str], ...] = ()
+            reg = self.project.registry
+            if reg.username and reg.password:
+                login = registry.registry_login(
+                    self.dir, hp.release, server=reg.server, username=reg.username,
+                    password=reg.password, sudo=facts.docker_sudo,
+                )
+                with run.step("registry login"):
+                    ex.run(login.login)
+                env = login.env
+            compose = self._compose(facts, hp.release, env)
+            with run.step("pull images"):
+                ex.run(compose.pull(), timeout=900)
+            self._check_cancel("compose up")
+            return self._up_and_gate(facts, compose, state.current, manifest, env)
+        finally:
+            if login is not None:
+                with contextlib.suppress(HostError):
+                    ex.run(login.cleanup, check=False)
+            with contextlib.suppress(HostError):
+                ex.run(lock.release(self.dir, hp.release), check=False)
+
+    def _upload(self) -> None:
+        hp, ex = self.hp, self.ex
+        subdirs = sorted({posixpath.dirname(f.dest) for f in hp.files} - {""})
+        ex.run(release.make_partial(self.dir, hp.release, subdirs))
+        partial = release.partial_dir(self.dir, hp.release)
+        for f in hp.files:
+            ex.upload(f.content, posixpath.join(partial, f.dest), mode=f.mode)
+        ex.upload(hp.manifest_bytes(self.s.who, self.s.when), posixpath.join(partial, MANIFEST),
+                  mode=0o644)
+        ex.run(release.finalize(self.dir, hp.release))
+
+    def _up_and_gate(
+        self,
+        facts: HostFacts,
+        compose: Compose,
+        previous: str | None,
+        prev_manifest: dict[str, Any] | None,
+        env: tuple[tuple[str, str], ...],
+    ) -> HostReport:
+        hp, run, ex = self.hp, self.run, self.ex
+        failure: str | None = None
+        try:
+            with run.step("compose up"):
+                ex.run(compose.up(), timeout=max(600.0, self.s.health_timeout))
+            with run.step("wait healthy"):
+                verdict = self._wait_healthy(facts, hp.compose.services, hp.compose.oneshot)
+            if verdict.healthy:
+                with run.step("switch current"):
+                    ex.run(release.switch_current(self.dir, hp.release))
+                with run.step("prune releases"):
+                    ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
+                return run.report("deployed")
+            failure = verdict.describe()
+            if verdict.service:
+                self._show_logs(compose, verdict.service)
+        except HostError as e:
+            failure = e.message
+        # The new release did not come up healthy: bring the old one back.
+        if not previous:
+            with run.step("stop failed release"):
+                ex.run(compose.down(), check=False)
+            return run.report("failed", release=None,
+                              error=f"{failure} (first release: nothing to roll back to)")
+        run.log(f"release {hp.release} failed ({failure}); rolling back to {previous}")
+        try:
+            with run.step(f"roll back to {previous}"):
+                old = self._compose(facts, previous, env)
+                ex.run(old.up(), timeout=600)
+                services = list((prev_manifest or {}).get("services") or hp.compose.services)
+                v = self._wait_healthy(facts, services, None)
+            if not v.healthy:
+                return run.report("failed", release=previous,
+                                  error=f"{failure}; rollback to {previous} unhealthy too: "
+                                  f"{v.describe()}")
+        except HostError as e:
+            return run.report("failed", release=previous,
+                              error=f"{failure}; rollback to {previous} failed: {e.message}")
+        return run.report("rolled back", release=previous, error=failure)
+
+    def _wait_healthy(
+        self, facts: HostFacts, services: list[str], oneshot: list[str] | None
+    ) -> health.HealthVerdict:
+        return wait_healthy(self.ex, self.app, facts, services, oneshot,
+                            self.s.health_timeout, self.s.poll_interval)
+
+    def _show_logs(self, compose: Compose, service: str) -> None:
+        try:
+            res = self.ex.run(compose.logs(service, tail=self.s.log_tail), check=False)
+        except HostError:
+            return
+        self.run.log(f"last {self.s.log_tail} log lines of {service}:")
+        for line in (res.stdout + res.stderr).splitlines()[-self.s.log_tail:]:
+            self.run.log(f"  | {line}")
+
+
+def wait_healthy(
+    ex: Executor,
+    app: str,
+    facts: HostFacts,
+    services: list[str],
+    oneshot: list[str] | None,
+    timeout: float,
+    poll_interval: float = 1.0,
+) -> health.HealthVerdict:
+    """Poll the project's containers (one command per poll) until every
+    service is ready, one fails, or ``timeout`` passes. Done by deployer, not
+    by compose, so it behaves the same on compose v1 and v2."""
+    deadline = time.monotonic() + timeout
+    probe = health.containers(app, sudo=facts.docker_sudo)
+    while True:
+        rows = health.parse_containers(ex.run(probe).stdout)
+        verdict = health.evaluate(rows, services, oneshot=oneshot)
+        if verdict.healthy or verdict.failed:
+            return verdict
+        if time.monotonic() >= deadline:
+            first = verdict.pending[0] if verdict.pending else ("?", "not ready")
+            return health.HealthVerdict(
+                "failed", service=first[0],
+                reason=f"not healthy after {timeout:.0f}s ({first[1]})",
+            )
+        time.sleep(poll_interval)

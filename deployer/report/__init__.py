@@ -1,0 +1,1 @@
+"""What a run tells people and machines: events, the summary, the JSON report."""
