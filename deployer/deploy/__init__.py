@@ -1,0 +1,1 @@
+"""Deploy logic: bootstrap, the per-host ship state machine, and the rollout."""

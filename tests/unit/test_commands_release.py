@@ -1,0 +1,202 @@
+"""Release directory operations, run for real under ``sh`` in a temporary tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deployer.commands import release
+from deployer.commands.base import Command
+
+
+def run(cmd: Command) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", cmd.shell(as_root=True)], capture_output=True, text=True, check=False
+    )
+
+
+def ok(cmd: Command) -> str:
+    res = run(cmd)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    d = tmp_path / "app"
+    ok(release.prepare(str(d), str(os.getuid())))
+    return d
+
+
+def ship(d: Path, rid: str, manifest: dict | None = None) -> None:
+    ok(release.make_partial(str(d), rid, ["config"]))
+    partial = Path(release.partial_dir(str(d), rid))
+    (partial / "config" / "app.conf").write_text("x")
+    (partial / "manifest.json").write_text(json.dumps(manifest or {"release": rid}))
+    ok(release.finalize(str(d), rid))
+
+
+def test_argv_shapes() -> None:
+    prep = release.prepare("/opt/shop", "deploy")
+    assert prep.sudo and prep.argv[3:] == ("sh", "/opt/shop", "deploy")
+    sw = release.switch_current("/opt/shop", "r1")
+    assert not sw.sudo and sw.argv[3:] == ("sh", "/opt/shop", "r1")
+    assert "ln -sfn" in sw.argv[2] and "mv -Tf" in sw.argv[2]
+    assert release.release_dir("/opt/shop", "r1") == "/opt/shop/releases/r1"
+    assert release.partial_dir("/opt/shop", "r1") == "/opt/shop/releases/r1.partial"
+    assert release.ensure_shared("/opt/shop", ["pg-data", "./uploads/img"]).argv == (
+        "mkdir",
+        "-p",
+        "--",
+        "/opt/shop/shared/pg-data",
+        "/opt/shop/shared/uploads/img",
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "r1.partial", ".hidden", "a b", "x" * 200])
+def test_release_ids_are_validated(bad: str) -> None:
+    with pytest.raises(ValueError):
+        release.switch_current("/opt/shop", bad)
+
+
+@pytest.mark.parametrize("bad", ["/etc", "../x", "a/../../x"])
+def test_subdirs_and_shared_paths_stay_inside(bad: str) -> None:
+    with pytest.raises(ValueError):
+        release.make_partial("/opt/shop", "r1", [bad])
+    with pytest.raises(ValueError):
+        release.ensure_shared("/opt/shop", [bad])
+
+
+def test_prepare_creates_the_tree(tree: Path) -> None:
+    assert (tree / "releases").is_dir() and (tree / "shared").is_dir()
+    # idempotent
+    ok(release.prepare(str(tree), str(os.getuid())))
+
+
+def test_partial_then_finalize(tree: Path) -> None:
+    ship(tree, "20260101T000000Z-a")
+    assert (tree / "releases" / "20260101T000000Z-a" / "config" / "app.conf").read_text() == "x"
+    assert not (tree / "releases" / "20260101T000000Z-a.partial").exists()
+
+
+def test_finalize_refuses_to_overwrite_a_complete_release(tree: Path) -> None:
+    ship(tree, "r1")
+    again = run(release.make_partial(str(tree), "r1"))
+    assert again.returncode == release.EXIT_RELEASE_STATE
+    (tree / "releases" / "r1.partial").mkdir()
+    res = run(release.finalize(str(tree), "r1"))
+    assert res.returncode == release.EXIT_RELEASE_STATE
+    assert "already exists" in res.stderr
+    assert not (tree / "releases" / "r1" / "r1.partial").exists()
+
+
+def test_make_partial_starts_clean(tree: Path) -> None:
+    stale = tree / "releases" / "r2.partial"
+    stale.mkdir()
+    (stale / "half-uploaded").write_text("junk")
+    ok(release.make_partial(str(tree), "r2"))
+    assert list(stale.iterdir()) == []
+
+
+def test_switch_current_is_a_relative_symlink_swap(tree: Path) -> None:
+    ship(tree, "r1")
+    ship(tree, "r2")
+    ok(release.switch_current(str(tree), "r1"))
+    assert os.readlink(tree / "current") == "releases/r1"
+    before = os.lstat(tree / "current").st_ino
+    ok(release.switch_current(str(tree), "r2"))
+    assert os.readlink(tree / "current") == "releases/r2"
+    # a new link renamed over the old one, never removed first; no temp left
+    assert os.lstat(tree / "current").st_ino != before
+    assert not (tree / "current.tmp").exists()
+    assert (tree / "current" / "manifest.json").exists()
+
+
+def test_switch_to_a_missing_release_keeps_current(tree: Path) -> None:
+    ship(tree, "r1")
+    ok(release.switch_current(str(tree), "r1"))
+    res = run(release.switch_current(str(tree), "r9"))
+    assert res.returncode == release.EXIT_RELEASE_STATE
+    assert os.readlink(tree / "current") == "releases/r1"
+
+
+def test_read_state_fresh_and_deployed(tmp_path: Path, tree: Path) -> None:
+    nothing = release.parse_state(ok(release.read_state(str(tmp_path / "none"))))
+    assert nothing == release.RemoteState(
+        exists=False, writable=False, current=None, manifest_text=None
+    )
+    empty = release.parse_state(ok(release.read_state(str(tree))))
+    assert empty.exists and empty.writable and empty.current is None and empty.manifest is None
+
+    manifest = {"release": "r1", "fingerprint": "abc", "files": {"a": {"sha256": "1"}}}
+    ship(tree, "r1", manifest)
+    ok(release.switch_current(str(tree), "r1"))
+    state = release.parse_state(ok(release.read_state(str(tree))))
+    assert state.current == "r1"
+    assert state.manifest == manifest
+
+
+def test_broken_manifest_reads_as_none(tree: Path) -> None:
+    ship(tree, "r1")
+    ok(release.switch_current(str(tree), "r1"))
+    (tree / "releases" / "r1" / "manifest.json").write_text("{not json")
+    state = release.parse_state(ok(release.read_state(str(tree))))
+    assert state.current == "r1" and state.manifest is None
+
+
+def test_list_releases(tree: Path) -> None:
+    for rid in ("20260103T000000Z-c", "20260101T000000Z-a", "20260102T000000Z-b"):
+        ship(tree, rid)
+    ok(release.make_partial(str(tree), "20260104T000000Z-d"))
+    ok(release.switch_current(str(tree), "20260102T000000Z-b"))
+    rel = release.parse_releases(ok(release.list_releases(str(tree))))
+    assert rel.releases == ("20260101T000000Z-a", "20260102T000000Z-b", "20260103T000000Z-c")
+    assert rel.current == "20260102T000000Z-b"
+    assert rel.partials == ("20260104T000000Z-d",)
+    assert rel.previous() == "20260101T000000Z-a"
+
+
+def test_list_on_a_fresh_host_is_empty(tmp_path: Path) -> None:
+    rel = release.parse_releases(ok(release.list_releases(str(tmp_path / "none"))))
+    assert rel == release.Releases((), None, ())
+    assert rel.previous() is None
+
+
+def test_prune_keeps_newest_and_never_current_or_partials(tree: Path) -> None:
+    ids = [f"2026010{i}T000000Z-x" for i in range(1, 7)]
+    for rid in ids:
+        ship(tree, rid)
+    ok(release.make_partial(str(tree), "20260109T000000Z-live"))
+    ok(release.switch_current(str(tree), ids[0]))  # rolled back to the oldest
+    removed = release.parse_removed(ok(release.prune(str(tree), 2)))
+    assert sorted(removed) == ids[1:4]
+    left = sorted(p.name for p in (tree / "releases").iterdir())
+    assert left == [ids[0], ids[4], ids[5], "20260109T000000Z-live.partial"]
+    # again: nothing more to do
+    assert release.parse_removed(ok(release.prune(str(tree), 2))) == []
+
+
+def test_prune_without_releases_dir(tmp_path: Path) -> None:
+    assert ok(release.prune(str(tmp_path / "none"), 3)) == ""
+    with pytest.raises(ValueError):
+        release.prune("/opt/shop", 0)
+
+
+def test_remove_partials(tree: Path) -> None:
+    ship(tree, "r1")
+    ok(release.make_partial(str(tree), "r2"))
+    ok(release.make_partial(str(tree), "r3"))
+    removed = release.parse_removed(ok(release.remove_partials(str(tree))))
+    assert sorted(removed) == ["r2.partial", "r3.partial"]
+    assert sorted(p.name for p in (tree / "releases").iterdir()) == ["r1"]
+
+
+def test_ensure_shared_creates_dirs(tree: Path) -> None:
+    ok(release.ensure_shared(str(tree), ["pg-data", "uploads/img", "."]))
+    assert (tree / "shared" / "pg-data").is_dir()
+    assert (tree / "shared" / "uploads" / "img").is_dir()
+    ok(release.ensure_shared(str(tree), []))  # nothing asked: still fine
