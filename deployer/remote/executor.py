@@ -1,0 +1,405 @@
+"""The SSH executor: runs :class:`~deployer.commands.base.Command` values on one
+host over one connection, uploads files atomically over SFTP.
+
+One connection per host per deployer command: it is opened lazily on first use
+and reused by every step (bootstrap, upload, compose, health polls). Each
+opening is logged at debug level and counted in ``connections_opened``, so
+``deployer -v`` shows the promise is kept.
+
+Everything this module logs or raises goes through :func:`deployer.secrets.mask`:
+remote stderr can echo a password, and one unmasked error line is a leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+import secrets as _random
+import select
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from deployer.commands.base import Command
+from deployer.config.inventory import Host
+from deployer.errors import HostError
+from deployer.remote.base import Result
+from deployer.remote.ssh import DEFAULT_SSH_CONFIG, Connection, UnreachableError, connect
+from deployer.secrets import MASK, mask
+
+if TYPE_CHECKING:
+    import paramiko
+
+log = logging.getLogger("deployer.remote")
+
+_counts: Counter[str] = Counter()
+_counts_lock = threading.Lock()
+
+SUDO_PASSWORD_MARKERS = (
+    "a password is required",
+    "a terminal is required",
+    "no tty present",
+    "is not in the sudoers file",
+    "is not allowed to run sudo",
+    "may not run sudo",
+)
+STDERR_TAIL_LINES = 3
+STDERR_TAIL_CHARS = 400
+_CHUNK = 32768
+
+
+def connection_counts() -> dict[str, int]:
+    """SSH connections opened per host in this process (for the debug summary
+    and tests: the contract is one per host per deployer command)."""
+    with _counts_lock:
+        return dict(_counts)
+
+
+class CommandFailed(HostError):
+    """A command exited with a code outside its ``ok_codes``. ``result`` holds
+    the (unmasked) output for callers that want to inspect it."""
+
+    def __init__(
+        self, host: str, step: str, message: str, result: Result, hint: str | None = None
+    ) -> None:
+        super().__init__(host, step, message, hint)
+        self.result = result
+
+
+class CommandTimeout(HostError):
+    """A command did not finish within its timeout (the connection stays usable)."""
+
+
+def _step(command: Command) -> str:
+    return command.description or command.argv[0]
+
+
+def _tail(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    tail = "; ".join(lines[-STDERR_TAIL_LINES:])
+    if len(tail) > STDERR_TAIL_CHARS:
+        tail = "..." + tail[-STDERR_TAIL_CHARS:]
+    return mask(tail)
+
+
+class SSHExecutor:
+    """Implements :class:`deployer.remote.base.Executor` over SSH for one host.
+
+    ``ssh_config``: the OpenSSH client config to honour (None: none).
+    ``allow_agent``: offer ssh-agent keys.
+    ``as_root``: whether commands already run as root (so ``sudo`` is skipped);
+    default: the resolved SSH user is ``root``.
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        ssh_config: str | None = DEFAULT_SSH_CONFIG,
+        allow_agent: bool = True,
+        as_root: bool | None = None,
+    ) -> None:
+        self.target = host
+        self.host: str = host.name
+        self.ssh_config = ssh_config
+        self.allow_agent = allow_agent
+        self._as_root = as_root
+        self.connections_opened = 0
+        self._conn: Connection | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+        self._failed: HostError | None = None
+
+    # -- connection --------------------------------------------------------
+
+    def connect(self) -> Connection:
+        """The one connection to this host, opened on first call."""
+        with self._lock:
+            if self._conn is not None:
+                if not self._conn.active:
+                    raise UnreachableError(self.host, "connection lost")
+                return self._conn
+            if self._closed:
+                raise RuntimeError(f"{self.host}: executor is closed")
+            if self._failed is not None:
+                # One attempt per host per run: later steps (cleanup, unlock)
+                # fail at once instead of waiting out the timeout again.
+                raise self._failed
+            started = time.monotonic()
+            try:
+                self._conn = connect(self.target, ssh_config=self.ssh_config,
+                                     allow_agent=self.allow_agent)
+            except HostError as e:
+                self._failed = e
+                log.debug("%s: SSH connection failed: %s", self.host, mask(e.message))
+                raise
+            self.connections_opened += 1
+            with _counts_lock:
+                _counts[self.host] += 1
+            via = f" via {len(self._conn.jumps)} jump host(s)" if self._conn.jumps else ""
+            log.debug(
+                "%s: opened SSH connection #%d to %s%s in %.2fs",
+                self.host, self.connections_opened, self._conn.endpoint, via,
+                time.monotonic() - started,
+            )
+            return self._conn
+
+    @property
+    def user(self) -> str:
+        """The SSH user (resolved through ssh_config); connects if needed."""
+        return self.connect().endpoint.user
+
+    @property
+    def as_root(self) -> bool:
+        if self._as_root is None:
+            return self.user == "root"
+        return self._as_root
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._sftp is not None:
+                with contextlib.suppress(Exception):  # closing a dead session is fine
+                    self._sftp.close()
+                self._sftp = None
+            if self._conn is not None:
+                self._conn.close()
+                log.debug("%s: closed SSH connection", self.host)
+                self._conn = None
+
+    def __enter__(self) -> SSHExecutor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------
+
+    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
+        """Run ``command``; see :class:`deployer.remote.base.Executor`.
+
+        ``timeout`` (else ``ssh.command_timeout``, else none) bounds the whole
+        command; on expiry the channel is closed and :class:`CommandTimeout`
+        raised, leaving the connection usable for the next step.
+        """
+        conn = self.connect()
+        line = command.shell(as_root=self.as_root)
+        shown = mask(line) + (f"  <<< {MASK}" if command.stdin is not None else "")
+        limit = timeout if timeout is not None else self.target.ssh.command_timeout
+        step = _step(command)
+        started = time.monotonic()
+        try:
+            code, out, err = self._exec(conn, line, command.stdin, limit, step)
+        except CommandTimeout:
+            log.debug("%s: $ %s -> timed out after %.2fs", self.host, shown,
+                      time.monotonic() - started)
+            raise
+        duration = time.monotonic() - started
+        result = Result(command=command, exit_code=code, stdout=out, stderr=err,
+                        duration=duration)
+        log.debug("%s: $ %s -> exit %d in %.2fs", self.host, shown, code, duration)
+        if not result.ok:
+            if err.strip():
+                log.debug("%s: stderr: %s", self.host, mask(err.strip()))
+            self._check_sudo(command, result, step)
+            if check:
+                tail = _tail(err) or _tail(out)
+                raise CommandFailed(
+                    self.host, step,
+                    f"exit code {code}" + (f": {tail}" if tail else ""),
+                    result,
+                )
+        return result
+
+    def _check_sudo(self, command: Command, result: Result, step: str) -> None:
+        """sudo's own failures are raised whatever ``check`` says: the step did
+        not even start, so its exit code means nothing to the caller."""
+        if not command.sudo or self.as_root:
+            return
+        err = result.stderr.lower()
+        user = self._conn.endpoint.user if self._conn else "?"
+        if result.exit_code == 127 and "sudo" in err and "not found" in err:
+            raise HostError(
+                self.host, step, f"sudo is not installed, and user {user!r} is not root",
+                "install sudo and grant passwordless sudo, or connect as root (ssh.user)",
+            )
+        if any(ln.startswith("sudo:") for ln in err.splitlines()) and any(
+            m in err for m in SUDO_PASSWORD_MARKERS
+        ):
+            raise HostError(
+                self.host, step,
+                f"user {user!r} has no passwordless sudo (sudo -n: {_tail(result.stderr)})",
+                f"grant it, e.g. `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}, "
+                "or connect as root (ssh.user)",
+            )
+
+    def _exec(
+        self, conn: Connection, line: str, stdin: str | None, limit: float | None, step: str
+    ) -> tuple[int, str, str]:
+        import paramiko
+
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise UnreachableError(self.host, f"cannot open a channel for {step}: {e}") from None
+        out: list[bytes] = []
+        err: list[bytes] = []
+        try:
+            chan.exec_command(line)
+            pending = memoryview(stdin.encode()) if stdin is not None else memoryview(b"")
+            if not pending:
+                chan.shutdown_write()
+            fd = chan.fileno()
+            while True:
+                # Interleave stdin writes with reads so neither side's window fills up.
+                if pending and chan.send_ready():
+                    n = chan.send(bytes(pending[:_CHUNK]))
+                    pending = pending[n:]
+                    if not pending:
+                        chan.shutdown_write()
+                while chan.recv_ready():
+                    out.append(chan.recv(_CHUNK))
+                while chan.recv_stderr_ready():
+                    err.append(chan.recv_stderr(_CHUNK))
+                if chan.exit_status_ready() and chan.eof_received and not (
+                    chan.recv_ready() or chan.recv_stderr_ready()
+                ):
+                    break
+                if chan.closed and not (chan.recv_ready() or chan.recv_stderr_ready()):
+                    break
+                if not conn.active:
+                    raise UnreachableError(self.host, f"connection lost during {step}")
+                wait = 0.5
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise CommandTimeout(
+                            self.host, step, f"timed out after {limit:g}s",
+                            "raise the step's timeout (or ssh.command_timeout), or check "
+                            "what the command waits for",
+                        )
+                    wait = min(wait, left)
+                if pending:
+                    wait = min(wait, 0.01)
+                select.select([fd], [], [], wait)
+                # The pipe stays readable until the buffers are drained; clear it
+                # only after reading, so no wake-up is lost.
+            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            if code == -1 and not conn.active:
+                raise UnreachableError(self.host, f"connection lost during {step}")
+        finally:
+            chan.close()
+        return (
+            code,
+            b"".join(out).decode("utf-8", "replace"),
+            b"".join(err).decode("utf-8", "replace"),
+        )
+
+    # -- files ---------------------------------------------------------------
+
+    def sftp(self) -> paramiko.SFTPClient:
+        """One SFTP session per executor, on the one connection."""
+        with self._lock:
+            if self._sftp is None:
+                conn = self.connect()
+                try:
+                    self._sftp = conn.client.open_sftp()
+                except Exception as e:
+                    raise HostError(
+                        self.host, "upload", f"cannot start SFTP: {mask(str(e))}",
+                        "enable the sftp Subsystem in sshd_config",
+                    ) from None
+            return self._sftp
+
+    def upload(
+        self, data: bytes, path: str, *, mode: int = 0o644, owner: str | None = None
+    ) -> None:
+        """Write ``data`` to ``path`` atomically with ``mode``.
+
+        The data goes to ``<dir>/.<name>.tmp-<random>`` (created, then chmodded
+        before any byte is written, so a secret is never readable by others),
+        then ``posix-rename`` replaces ``path`` in one step: a reader sees the
+        old file or the new one, never half of one. ``owner`` (``user`` or
+        ``user:group``) chowns the temporary file first, with sudo if needed.
+        """
+        sftp = self.sftp()
+        started = time.monotonic()
+        directory, name = posixpath.split(path)
+        tmp = posixpath.join(directory, f".{name}.tmp-{_random.token_hex(6)}")
+        try:
+            with sftp.open(tmp, "wb") as f:
+                f.chmod(mode)
+                f.set_pipelined(True)
+                f.write(data)
+            if owner:
+                self.run(Command(("chown", owner, tmp), sudo=True,
+                                 description=f"chown {path}"))
+            sftp.posix_rename(tmp, path)
+        except HostError:
+            self._remove_quietly(tmp)
+            raise
+        except (OSError, EOFError) as e:
+            self._remove_quietly(tmp)
+            reason = mask(str(e) or type(e).__name__)
+            raise HostError(
+                self.host, f"upload {path}", reason,
+                "does the directory exist and is it writable by the SSH user?",
+            ) from None
+        log.debug("%s: uploaded %d bytes to %s (mode %o) in %.2fs", self.host, len(data),
+                  path, mode, time.monotonic() - started)
+
+    def upload_tree(
+        self,
+        root: str,
+        files: Mapping[str, bytes | tuple[bytes, int]],
+        *,
+        mode: int = 0o644,
+        dir_mode: int = 0o755,
+    ) -> None:
+        """Upload many files under ``root`` in one SFTP session, creating
+        directories as needed. Values are ``data`` or ``(data, mode)``; keys are
+        relative POSIX paths. Each file lands atomically (see :meth:`upload`)."""
+        sftp = self.sftp()
+        made: set[str] = set()
+        for rel in sorted(files):
+            if rel.startswith("/") or ".." in rel.split("/"):
+                raise ValueError(f"upload_tree: {rel!r} must be a relative path inside {root}")
+            value = files[rel]
+            data, fmode = value if isinstance(value, tuple) else (value, mode)
+            target = posixpath.join(root, rel)
+            self._makedirs(sftp, posixpath.dirname(target), dir_mode, made)
+            self.upload(data, target, mode=fmode)
+
+    def _makedirs(
+        self, sftp: paramiko.SFTPClient, path: str, dir_mode: int, made: set[str]
+    ) -> None:
+        if not path or path in made or path == "/":
+            return
+        try:
+            sftp.stat(path)
+        except FileNotFoundError:
+            self._makedirs(sftp, posixpath.dirname(path), dir_mode, made)
+            try:
+                sftp.mkdir(path, dir_mode)
+            except OSError as e:
+                raise HostError(self.host, f"upload {path}", f"cannot create directory: {e}",
+                                "is the parent writable by the SSH user?") from None
+        made.add(path)
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            if self._sftp is not None:
+                self._sftp.remove(path)
+        except (OSError, EOFError):
+            pass

@@ -1,0 +1,459 @@
+"""Opening one SSH connection to one inventory host.
+
+Built on paramiko directly, not fabric: fabric's ``Connection`` installs
+``AutoAddPolicy`` and loads ``~/.ssh/known_hosts`` regardless of the
+inventory's ``known_hosts``, and its invoke runners spend threads per stream
+and hide when stdin is closed. We need exact control over host keys, stdin
+EOF and timeouts, and paramiko already parses ``ssh_config`` for us.
+
+Deployer connects the way ``ssh -l USER -p PORT -i IDENTITY -J JUMP ADDRESS``
+would: ``ADDRESS`` (the inventory address, else the host name) is looked up in
+``~/.ssh/config`` for HostName, User, Port, IdentityFile, ProxyJump,
+ProxyCommand and HostKeyAlias, and every setting the inventory gives wins over
+the file. Authentication tries the identity file(s), then the ssh-agent, then
+(only when no identity is configured) the default ``~/.ssh/id_*`` keys.
+Jump hosts (``bastion``, ``user@bastion:port``, or a comma-separated chain) are
+resolved through ssh_config too and verified against the same known_hosts with
+the same policy.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from deployer.config.inventory import Host, SSHSettings
+from deployer.errors import ConfigError, DeployError, HostError
+from deployer.remote.hostkeys import HostKeyError, KnownHosts, known_hosts_name, make_policy
+
+if TYPE_CHECKING:
+    import paramiko
+
+log = logging.getLogger("deployer.remote")
+# paramiko logs every failed handshake at ERROR with a traceback; deployer
+# reports the same failure as one line per host. Whoever wants paramiko's own
+# logs sets its level explicitly (then NOTSET no longer applies).
+if logging.getLogger("paramiko").level == logging.NOTSET:
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+DEFAULT_SSH_CONFIG = "~/.ssh/config"
+MAX_JUMPS = 8
+# A dead peer (pulled cable, crashed VM) must not hang a run forever: TCP
+# keepalives kill the socket after about KEEPIDLE + KEEPINTVL * KEEPCNT seconds
+# of silence from the peer, and the SSH-level keepalive keeps NATs open.
+TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = 30, 10, 3
+SSH_KEEPALIVE = 30
+
+
+class UnreachableError(HostError):
+    """The host could not be reached or the connection broke: ``host: unreachable (reason)``."""
+
+    def __init__(self, host: str, reason: str, hint: str | None = None) -> None:
+        DeployError.__init__(self, f"{host}: unreachable ({reason})", hint)
+        self.host = host
+        self.step = "connect"
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one SSH hop goes, after ssh_config and the inventory are merged."""
+
+    alias: str  # the name looked up in ssh_config
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...] = ()
+    host_key_name: str = ""  # the known_hosts entry name
+    proxy_jump: str | None = None
+    proxy_command: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+def load_ssh_config(path: str | None) -> paramiko.SSHConfig:
+    """Parse an ssh_config file; a missing file (or ``None``) is an empty config."""
+    import paramiko
+
+    if path is None:
+        return paramiko.SSHConfig()
+    full = os.path.expanduser(path)
+    if not os.path.exists(full):
+        return paramiko.SSHConfig()
+    try:
+        return paramiko.SSHConfig.from_path(full)
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        raise ConfigError(f"{full}: cannot parse ssh config: {e}", "fix the file") from None
+
+
+def parse_jump(spec: str) -> list[tuple[str | None, str, int | None]]:
+    """``[user@]host[:port]`` hops of a ProxyJump value (comma-separated chain).
+
+    ``ssh://user@host:port`` and bracketed IPv6 (``[::1]:2222``) are accepted too.
+    """
+    hops: list[tuple[str | None, str, int | None]] = []
+    for raw in spec.split(","):
+        part = raw.strip()
+        if part.startswith("ssh://"):
+            part = part[len("ssh://") :]
+        if not part:
+            raise ValueError(f"empty hop in proxy_jump {spec!r}")
+        user: str | None = None
+        if "@" in part:
+            user, part = part.rsplit("@", 1)
+            user = user or None
+        port: int | None = None
+        if part.startswith("["):
+            end = part.find("]")
+            if end < 0:
+                raise ValueError(f"unclosed '[' in proxy_jump {spec!r}")
+            host, rest = part[1:end], part[end + 1 :]
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"bad hop {raw.strip()!r} in proxy_jump")
+                port = _port(rest[1:], spec)
+        elif part.count(":") == 1:
+            host, p = part.split(":")
+            port = _port(p, spec)
+        else:
+            host = part
+        if not host:
+            raise ValueError(f"hop without a host in proxy_jump {spec!r}")
+        hops.append((user, host, port))
+    return hops
+
+
+def _port(text: str, spec: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port {text!r} in proxy_jump {spec!r}")
+    return int(text)
+
+
+def resolve(
+    alias: str,
+    *,
+    config: paramiko.SSHConfig,
+    user: str | None = None,
+    port: int | None = None,
+    identity_file: str | None = None,
+    proxy_jump: str | None = None,
+) -> Endpoint:
+    """Merge one destination with ssh_config; explicit arguments win."""
+    found: dict[str, Any] = dict(config.lookup(alias))
+    hostname = str(found.get("hostname") or alias)
+    the_port = port if port is not None else int(found.get("port", 22))
+    the_user = user or found.get("user") or getpass.getuser()
+    if identity_file:
+        ids: tuple[str, ...] = (os.path.expanduser(identity_file),)
+    else:
+        ids = tuple(os.path.expanduser(p) for p in found.get("identityfile", []) or [])
+    jump = proxy_jump if proxy_jump is not None else found.get("proxyjump")
+    if jump is not None and jump.strip().lower() == "none":
+        jump = None
+    proxy_command = found.get("proxycommand")
+    if proxy_command is not None and proxy_command.strip().lower() == "none":
+        proxy_command = None
+    alias_key = found.get("hostkeyalias")
+    return Endpoint(
+        alias=alias,
+        hostname=hostname,
+        port=the_port,
+        user=str(the_user),
+        identity_files=ids,
+        host_key_name=alias_key or known_hosts_name(hostname, the_port),
+        proxy_jump=jump or None,
+        proxy_command=proxy_command,
+    )
+
+
+def resolve_host(host: Host, ssh_config: str | None = DEFAULT_SSH_CONFIG) -> Endpoint:
+    """The endpoint for an inventory host: its address through ssh_config."""
+    s = host.ssh
+    return resolve(
+        host.address,
+        config=load_ssh_config(ssh_config),
+        user=s.user,
+        port=s.port,
+        identity_file=s.identity_file,
+        proxy_jump=s.proxy_jump,
+    )
+
+
+@dataclass
+class Connection:
+    """An authenticated SSH connection (and the jump connections under it)."""
+
+    client: paramiko.SSHClient
+    endpoint: Endpoint
+    jumps: list[paramiko.SSHClient] = field(default_factory=list)
+    opened_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        t = self.client.get_transport()
+        if t is None:
+            raise RuntimeError("connection is closed")
+        return t
+
+    @property
+    def active(self) -> bool:
+        t = self.client.get_transport()
+        return t is not None and t.is_active()
+
+    def close(self) -> None:
+        self.client.close()
+        for j in reversed(self.jumps):
+            j.close()
+
+
+def _tcp_socket(host: str, ep: Endpoint, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((ep.hostname, ep.port), timeout=timeout)
+    except socket.gaierror as e:
+        raise UnreachableError(
+            host, f"cannot resolve {ep.hostname!r}: {e.strerror}",
+            "check the address in the inventory or HostName in ~/.ssh/config",
+        ) from None
+    except TimeoutError:
+        raise UnreachableError(
+            host, f"connect to {ep.hostname}:{ep.port} timed out after {timeout:g}s",
+            "is the host up and the port open? (ssh.connect_timeout)",
+        ) from None
+    except ConnectionRefusedError:
+        raise UnreachableError(
+            host, f"connection refused by {ep.hostname}:{ep.port}",
+            "is sshd running on that port?",
+        ) from None
+    except OSError as e:
+        raise UnreachableError(host, f"{ep.hostname}:{ep.port}: {e.strerror or e}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, val in (
+        ("TCP_KEEPIDLE", TCP_KEEPIDLE),
+        ("TCP_KEEPINTVL", TCP_KEEPINTVL),
+        ("TCP_KEEPCNT", TCP_KEEPCNT),
+    ):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+    return sock
+
+
+def _open_hop(
+    host: str,
+    ep: Endpoint,
+    sock: Any,
+    settings: SSHSettings,
+    *,
+    allow_agent: bool,
+    role: str,
+    via: Endpoint | None = None,
+) -> paramiko.SSHClient:
+    """SSH handshake, host-key check and authentication over ``sock``."""
+    import paramiko
+
+    timeout = settings.connect_timeout
+    store = KnownHosts(settings.known_hosts)
+    client = paramiko.SSHClient()  # no host keys loaded: every key goes to our policy
+    client.set_missing_host_key_policy(
+        make_policy(
+            host, ep.host_key_name, settings.known_hosts, settings.host_key_policy,
+            scan_host=ep.hostname, scan_port=ep.port,
+            via=None if via is None else f"ssh://{via}",
+        )
+    )
+
+    def transport_factory(s: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
+        t = paramiko.Transport(s, disabled_algorithms=disabled_algorithms)
+        opts = t.get_security_options()
+        opts.key_types = store.preferred_key_types(ep.host_key_name, list(opts.key_types))
+        return t
+
+    missing = [p for p in ep.identity_files if not os.path.exists(p)]
+    if missing and settings.identity_file:
+        client.close()
+        raise HostError(
+            host, "connect", f"identity_file {missing[0]} does not exist",
+            "fix ssh.identity_file in the inventory",
+        )
+    ids = [p for p in ep.identity_files if os.path.exists(p)]
+    where = f"{ep}{role}"
+    try:
+        client.connect(
+            ep.hostname,
+            port=ep.port,
+            username=ep.user,
+            sock=sock,
+            # The handshake wait outlives the banner wait, so a silent server
+            # is reported as such (paramiko's handshake timeout is silent).
+            timeout=timeout + 0.5,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            key_filename=ids or None,  # type: ignore[arg-type]  # a list works
+            allow_agent=allow_agent,
+            look_for_keys=not ep.identity_files,
+            transport_factory=transport_factory,  # type: ignore[arg-type]
+        )
+    except HostKeyError:
+        client.close()
+        raise
+    except paramiko.PasswordRequiredException:
+        client.close()
+        raise HostError(
+            host, "connect", f"private key for {where} is passphrase-protected",
+            "load it into ssh-agent (`ssh-add KEY`); deployer never prompts",
+        ) from None
+    except paramiko.AuthenticationException as e:
+        client.close()
+        default = "" if ep.identity_files else "default ~/.ssh/id_* keys"
+        tried = ", ".join(ids) if ids else default
+        agent = "ssh-agent" if allow_agent and os.environ.get("SSH_AUTH_SOCK") else ""
+        methods = "; ".join(x for x in (tried, agent) if x) or "no keys found"
+        detail = "" if str(e) in ("", "Authentication failed.") else f"{e}; "
+        raise HostError(
+            host, "connect",
+            f"authentication failed for {where} ({detail}tried: {methods})",
+            f"check ssh.user and ssh.identity_file, the ssh-agent, and that the public key is "
+            f"in ~{ep.user}/.ssh/authorized_keys on {ep.hostname}",
+        ) from None
+    except TimeoutError:
+        client.close()
+        raise UnreachableError(
+            host, f"SSH handshake with {where} timed out after {timeout:g}s"
+        ) from None
+    except paramiko.SSHException as e:
+        client.close()
+        text = str(e)
+        if text == "No authentication methods available":
+            raise HostError(
+                host, "connect",
+                f"no key to offer to {where} (no identity_file, no ssh-agent keys, "
+                "no ~/.ssh/id_* keys)",
+                "set ssh.identity_file, or load the key into ssh-agent (`ssh-add KEY`)",
+            ) from None
+        if text == "No existing session":  # start_client gave up waiting
+            raise UnreachableError(
+                host, f"SSH handshake with {where} timed out after {timeout:g}s"
+            ) from None
+        if "banner" in text.lower():
+            raise UnreachableError(
+                host, f"no SSH banner from {where} within {timeout:g}s",
+                "is it an SSH server on that port, and is it overloaded?",
+            ) from None
+        raise UnreachableError(host, f"SSH handshake with {where} failed: {text}") from None
+    except (EOFError, OSError) as e:
+        client.close()
+        raise UnreachableError(
+            host, f"connection to {where} closed during SSH handshake ({e or type(e).__name__})"
+        ) from None
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(SSH_KEEPALIVE)
+    return client
+
+
+def _hops(host: Host, ep: Endpoint, config: paramiko.SSHConfig) -> list[Endpoint]:
+    """Jump endpoints, first hop first, each resolved through ssh_config."""
+    if not ep.proxy_jump:
+        return []
+    try:
+        specs = parse_jump(ep.proxy_jump)
+    except ValueError as e:
+        raise ConfigError(f"{host.name}: ssh.proxy_jump: {e}", "use [user@]host[:port]") from None
+    if len(specs) > MAX_JUMPS:
+        raise ConfigError(f"{host.name}: ssh.proxy_jump has more than {MAX_JUMPS} hops")
+    # A hop's own ProxyJump in ssh_config is ignored: the chain is explicit.
+    return [
+        resolve(h, config=config, user=u, port=p, proxy_jump="none") for u, h, p in specs
+    ]
+
+
+def connect(
+    host: Host,
+    *,
+    ssh_config: str | None = DEFAULT_SSH_CONFIG,
+    allow_agent: bool = True,
+) -> Connection:
+    """Open and authenticate one connection to ``host`` (through its jump hosts).
+
+    Raises :class:`UnreachableError`, :class:`HostKeyError` or :class:`HostError`
+    (authentication), each one line naming the host.
+    """
+    import paramiko
+
+    settings = host.ssh
+    config = load_ssh_config(ssh_config)
+    ep = resolve(
+        host.address,
+        config=config,
+        user=settings.user,
+        port=settings.port,
+        identity_file=settings.identity_file,
+        proxy_jump=settings.proxy_jump,
+    )
+    hops = _hops(host, ep, config)
+    jumps: list[paramiko.SSHClient] = []
+    try:
+        sock: Any
+        if hops:
+            prev: Endpoint | None = None
+            for hop in hops:
+                if prev is None:
+                    hsock: Any = _tcp_socket(host.name, hop, settings.connect_timeout)
+                else:
+                    hsock = _channel_via(host.name, jumps[-1], prev, hop, settings)
+                # Jump hosts authenticate with their own ssh_config identity
+                # (or the agent), not the target's identity_file...
+                hop_settings = settings
+                if not hop.identity_files and ep.identity_files:
+                    # ...unless they have none: then the target's key is the best guess.
+                    hop = Endpoint(**{**hop.__dict__, "identity_files": ep.identity_files})
+                jumps.append(
+                    _open_hop(
+                        host.name, hop, hsock, hop_settings,
+                        allow_agent=allow_agent, role=" (jump host)", via=prev,
+                    )
+                )
+                log.debug("%s: opened jump connection to %s", host.name, hop)
+                prev = hop
+            assert prev is not None
+            sock = _channel_via(host.name, jumps[-1], prev, ep, settings)
+        elif ep.proxy_command:
+            sock = paramiko.ProxyCommand(ep.proxy_command)
+        else:
+            sock = _tcp_socket(host.name, ep, settings.connect_timeout)
+        client = _open_hop(
+            host.name, ep, sock, settings,
+            allow_agent=allow_agent, role="", via=hops[-1] if hops else None,
+        )
+    except BaseException:
+        for j in reversed(jumps):
+            j.close()
+        raise
+    return Connection(client=client, endpoint=ep, jumps=jumps)
+
+
+def _channel_via(
+    host: str, jump: paramiko.SSHClient, via: Endpoint, to: Endpoint, settings: SSHSettings
+) -> paramiko.Channel:
+    import paramiko
+
+    transport = jump.get_transport()
+    assert transport is not None
+    try:
+        return transport.open_channel(
+            "direct-tcpip", (to.hostname, to.port), ("127.0.0.1", 0),
+            timeout=settings.connect_timeout,
+        )
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise UnreachableError(
+            host,
+            f"jump host {via.hostname} cannot reach {to.hostname}:{to.port} "
+            f"({e or type(e).__name__})",
+            "check the address and that the jump host allows TCP forwarding",
+        ) from None
