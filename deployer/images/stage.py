@@ -1,0 +1,146 @@
+"""The image stage of a ship: every image built (or mirrored) and pushed once.
+
+Order, cheapest failure first: input checks (tag, build contexts, Dockerfiles)
+-> engine reachable -> registry login -> all builds -> all pushes. So a typo or
+a wrong password fails in seconds, and no image is pushed while another one
+still fails to build. The result maps each image name to its pinned reference,
+which every host gets (build once, deploy everywhere: never per host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ..tags import is_valid_tag
+from .build import build_image, build_paths
+from .engine import Engine
+from .mirror import mirror_image
+from .progress import ImageReporter, make_reporter
+from .push import login, push_image
+from .refs import pinned_ref, repository_name
+
+if TYPE_CHECKING:
+    from ..config import Project
+
+
+def check_inputs(project: Project, tag: str) -> None:
+    """Offline checks (``ConfigError``, exit 2): the tag and each build's files."""
+    if not is_valid_tag(tag):
+        raise ConfigError(
+            f"{tag!r} is not a valid image tag",
+            "letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-'",
+        )
+    if tag == "latest":
+        raise ConfigError("the tag 'latest' moves; deployer pushes immutable tags only")
+    for name, image in project.config.images.items():
+        if not image.source:
+            build_paths(name, image, project.root)
+
+
+@contextmanager
+def _engine(engine: Engine | None) -> Iterator[Engine]:
+    if engine is not None:
+        yield engine
+        return
+    owned = Engine.from_env()
+    try:
+        yield owned
+    finally:
+        owned.close()
+
+
+def _target(project: Project, name: str) -> str:
+    return repository_name(project.registry.server, project.config.images[name].repository)
+
+
+def _build_all(
+    engine: Engine, project: Project, tag: str, reporter: ImageReporter
+) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    for name, image in project.config.images.items():
+        target = _target(project, name)
+        if image.source:
+            ids[name] = mirror_image(
+                engine, name, image, target, tag, project.registry, reporter
+            )
+        else:
+            ids[name] = build_image(
+                engine, name, image, project.root, f"{target}:{tag}", reporter
+            )
+    return ids
+
+
+def _push_all(
+    engine: Engine, project: Project, tag: str, reporter: ImageReporter
+) -> dict[str, str]:
+    pinned: dict[str, str] = {}
+    for name, image in project.config.images.items():
+        target = _target(project, name)
+        if image.source and engine.image(f"{target}:{tag}") is None:
+            mirror_image(engine, name, image, target, tag, project.registry, reporter)
+        digest = push_image(engine, name, target, tag, project.registry, reporter)
+        pinned[name] = pinned_ref(project.registry.server, image.repository, tag, digest)
+    return pinned
+
+
+def build_images(
+    project: Project,
+    tag: str,
+    reporter: ImageReporter | None = None,
+    *,
+    engine: Engine | None = None,
+) -> dict[str, str]:
+    """``deployer build``: build (and prepare mirrors of) every image, tagged
+    ``registry/repository:tag`` in the local engine; returns name -> image id."""
+    check_inputs(project, tag)
+    reporter = reporter or make_reporter()
+    try:
+        with _engine(engine) as eng:
+            return _build_all(eng, project, tag, reporter)
+    finally:
+        reporter.close()
+
+
+def push_images(
+    project: Project,
+    tag: str,
+    reporter: ImageReporter | None = None,
+    *,
+    engine: Engine | None = None,
+) -> dict[str, str]:
+    """``deployer push``: push what ``build`` made; returns name -> pinned ref.
+    A built image missing locally is an error (run ``build`` first); a mirror
+    is prepared on the spot, as it needs no build."""
+    check_inputs(project, tag)
+    reporter = reporter or make_reporter()
+    try:
+        with _engine(engine) as eng:
+            login(eng, project.registry)
+            return _push_all(eng, project, tag, reporter)
+    finally:
+        reporter.close()
+
+
+def build_and_push(
+    project: Project,
+    tag: str,
+    reporter: ImageReporter | None = None,
+    *,
+    engine: Engine | None = None,
+) -> dict[str, str]:
+    """The image stage of ``ship``: returns image name -> pinned reference
+    ``registry/repository:tag@sha256:digest``, for the templates of every host."""
+    check_inputs(project, tag)
+    if not project.config.images:
+        return {}
+    reporter = reporter or make_reporter()
+    try:
+        with _engine(engine) as eng:
+            login(eng, project.registry)  # a wrong password fails before any build
+            _build_all(eng, project, tag, reporter)
+            return _push_all(eng, project, tag, reporter)
+    finally:
+        reporter.close()
