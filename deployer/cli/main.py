@@ -123,7 +123,10 @@ def main() -> None:
 
     _register()
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False returns the code of a typer.Exit instead of raising
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except DeployerError as e:
         err(f"error: {e.message}")
         if e.hint:

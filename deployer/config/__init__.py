@@ -114,6 +114,10 @@ def load_project(
         hint = f"in the environment, or add {'it'} to {sf}"
     env_vars.update(os.environ if environ is None else environ)
 
+    if raw_inv.get("registry") is not None and "registry" in raw_cfg:
+        # The inventory's registry replaces deployer.yaml's for this
+        # environment, so the latter's ${VAR}s need not be set here.
+        raw_cfg = {k: v for k, v in raw_cfg.items() if k != "registry"}
     data_cfg = interpolate(raw_cfg, env_vars, cmap, hint)
     data_inv = interpolate(raw_inv, env_vars, imap, hint)
 

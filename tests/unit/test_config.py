@@ -209,3 +209,10 @@ def test_rollout_batches_validation(make_project: MakeProject) -> None:
     inv = "rollout: {batches: [1, '150%']}\nhosts: {h: {}}\n"
     with pytest.raises(ConfigError, match="rollout.batches"):
         load(make_project({"inventories/prod.yaml": inv}))
+
+
+def test_inventory_registry_makes_project_registry_vars_optional(make_project: MakeProject) -> None:
+    inv = "registry: {server: r:5000, username: u, password: '${INV_PW}'}\nhosts: {h: {}}\n"
+    p = load(make_project({"inventories/prod.yaml": inv}),
+             environ={"INV_PW": "inv-pw-1", "DB_PASSWORD": "x"})
+    assert p.registry.server == "r:5000" and p.registry.password == "inv-pw-1"

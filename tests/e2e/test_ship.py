@@ -1,0 +1,215 @@
+"""``deployer ship`` end to end on the sandbox with examples/flask-postgres:
+fresh hosts (no Docker) -> bootstrap -> upload -> compose up -> healthy,
+then no-op, change, rollback, a failing release, the lock, an interrupted
+upload, and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "flask-postgres"
+DB_PASSWORD = "pg-Secret-e2e-4711"
+WEB_PORT = 8000
+OUTPUTS: list[str] = []
+
+
+class Ship:
+    def __init__(self, project: Path, info: object) -> None:
+        self.project = project
+        self.info = info
+        self.env = {**os.environ, "DB_PASSWORD": DB_PASSWORD, "NO_COLOR": "1"}
+        self.env.pop("GITHUB_ACTIONS", None)
+
+    def run(self, *args: str, check: int | None = 0, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [sys.executable, "-m", "deployer", "-C", str(self.project), *args],
+            capture_output=True, text=True, env=self.env, timeout=timeout,
+        )
+        OUTPUTS.append(p.stdout + p.stderr)
+        if check is not None:
+            assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return p
+
+    def json(self, *args: str, check: int | None = 0) -> dict:
+        p = self.run("-o", "json", *args, check=check)
+        return json.loads(p.stdout)
+
+    def set_vars(self, **values: object) -> None:
+        inv = self.project / "inventories" / "sandbox.yaml"
+        base = inv.read_text().split("\n# test vars\n")[0]
+        lines = [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
+        inv.write_text(base + "\n# test vars\nvars:\n" + "\n".join(lines) + "\n")
+
+    def sh(self, host: object, *cmd: str) -> str:
+        return subprocess.run(["docker", "exec", host.container, *cmd],  # type: ignore[attr-defined]
+                              capture_output=True, text=True, check=True).stdout
+
+
+BASE_VARS = dict(greeting="hello-one", web_port=WEB_PORT, workers=1, db_name="flaskpg",
+                 db_user="flaskpg", db_password="${DB_PASSWORD}")
+
+
+@pytest.fixture(scope="module")
+def ship(tmp_path_factory: pytest.TempPathFactory) -> Ship:
+    from deployer.sandbox import manager
+
+    project = tmp_path_factory.mktemp("shipproj")
+    shutil.copytree(EXAMPLE, project, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".deployer"))
+    # Short health timeout so the failing-release test stays quick.
+    cfg = project / "deployer.yaml"
+    cfg.write_text(cfg.read_text().replace("health_timeout: 180", "health_timeout: 90"))
+    info = manager.up(project, hosts=2, base_image=os.environ.get(
+        "DEPLOYER_SANDBOX_BASE_IMAGE", "debian:bookworm"))
+    s = Ship(project, info)
+    s.set_vars(**BASE_VARS)
+    yield s
+    manager.down(project)
+
+
+def get(host: object, path: str = "/") -> dict:
+    url = f"http://{host.address}:{WEB_PORT}{path}"  # type: ignore[attr-defined]
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def post(host: object, path: str, data: dict) -> dict:
+    req = urllib.request.Request(
+        f"http://{host.address}:{WEB_PORT}{path}",  # type: ignore[attr-defined]
+        data=json.dumps(data).encode(), headers={"Content-Type": "application/json"},
+        method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def results(report: dict) -> dict[str, str]:
+    return {h["host"]: h["result"] for h in report["hosts"]}
+
+
+def test_first_ship_from_fresh_hosts(ship: Ship) -> None:
+    hosts = ship.info.hosts  # type: ignore[attr-defined]
+    assert "docker" not in ship.sh(hosts[0], "sh", "-c", "command -v docker || echo none")
+    report = ship.json("ship", "sandbox")
+    assert results(report) == {h.name: "deployed" for h in hosts}
+    for h in report["hosts"]:
+        assert h["connections"] == 1
+    for h in hosts:
+        body = get(h)
+        assert body["greeting"] == "hello-one"
+        assert "PostgreSQL" in body["database"]  # answered by PostgreSQL...
+        assert body["notes"] == 0  # ...from the table the migration created
+
+
+def test_second_ship_is_noop(ship: Ship) -> None:
+    report = ship.json("ship", "sandbox")
+    assert set(results(report).values()) == {"unchanged"}
+    for h in report["hosts"]:
+        steps = [s["step"] for s in h["steps"]]
+        assert "compose up" not in steps and "pull images" not in steps
+        assert h["connections"] == 1
+
+
+def test_change_then_rollback_keeps_data(ship: Ship) -> None:
+    h0 = ship.info.hosts[0]  # type: ignore[attr-defined]
+    before = ship.json("releases", "sandbox")[h0.name]
+    post(h0, "/notes", {"body": "survives"})
+    ship.set_vars(**{**BASE_VARS, "greeting": "hello-two"})
+    report = ship.json("ship", "sandbox")
+    assert set(results(report).values()) == {"deployed"}
+    body = get(h0)
+    assert body["greeting"] == "hello-two"
+    assert "survives" in [n["body"] for n in body["latest"]]
+    after = ship.json("releases", "sandbox")[h0.name]
+    assert after["current"] != before["current"]
+    rb = ship.json("rollback", "sandbox")
+    assert set(results(rb).values()) == {"deployed"}
+    body = get(h0)
+    assert body["greeting"] == "hello-one"
+    assert "survives" in [n["body"] for n in body["latest"]]
+    assert ship.json("releases", "sandbox")[h0.name]["current"] == before["current"]
+
+
+def test_unhealthy_release_is_rolled_back(ship: Ship) -> None:
+    h0 = ship.info.hosts[0]  # type: ignore[attr-defined]
+    current = ship.json("releases", "sandbox")[h0.name]["current"]
+    try:
+        ship.set_vars(**{**BASE_VARS, "healthy": False})
+        p = ship.run("-o", "json", "ship", "sandbox", check=1)
+        report = json.loads(p.stdout)
+        assert set(results(report).values()) == {"rolled back"}
+        assert any("web" in (h.get("error") or "") for h in report["hosts"])
+        assert "last 30 log lines of web" in p.stderr
+        assert get(h0)["greeting"] == "hello-one"  # the old version keeps answering
+        assert ship.json("releases", "sandbox")[h0.name]["current"] == current
+    finally:
+        ship.set_vars(**BASE_VARS)
+
+
+def test_lock_refuses_concurrent_ship_and_unlock_releases(ship: Ship) -> None:
+    ship.run("lock", "sandbox", "--message", "maintenance")
+    ship.set_vars(**{**BASE_VARS, "greeting": "while-locked"})
+    try:
+        p = ship.run("ship", "sandbox", check=1)
+        assert "locked by" in p.stderr and "maintenance" in p.stderr
+    finally:
+        ship.run("unlock", "sandbox")
+        ship.set_vars(**BASE_VARS)
+    report = ship.json("ship", "sandbox")
+    assert set(results(report).values()) <= {"unchanged", "deployed"}
+
+
+def test_killed_upload_leaves_no_incomplete_release(ship: Ship) -> None:
+    h0 = ship.info.hosts[0]  # type: ignore[attr-defined]
+    current = ship.json("releases", "sandbox")[h0.name]["current"]
+    big = ship.project / "templates" / "big.j2"
+    big.write_text("{{ 'x' * 40000000 }}\n")
+    cfg = ship.project / "deployer.yaml"
+    original = cfg.read_text()
+    cfg.write_text(original.replace(
+        "compose_file: docker-compose.yaml",
+        "  - template: templates/big.j2\n    dest: big.bin\ncompose_file: docker-compose.yaml"))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployer", "-C", str(ship.project), "ship", "sandbox",
+             "--limit", h0.name], env=ship.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+        deadline = time.monotonic() + 300
+        seen_partial = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            out = ship.sh(h0, "sh", "-c", "ls /opt/flaskpg/releases")
+            if ".partial" in out:
+                seen_partial = True
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        OUTPUTS.append(proc.communicate()[0] or "")
+        assert seen_partial, "the upload was never caught in flight"
+        listing = ship.sh(h0, "sh", "-c", "cd /opt/flaskpg/releases && for d in *; do "
+                          "if [ -f \"$d/manifest.json\" ] || [ \"${d%.partial}\" != \"$d\" ]; "
+                          "then echo ok $d; else echo incomplete $d; fi; done")
+        assert "incomplete" not in listing, listing
+        assert ship.sh(h0, "readlink", "/opt/flaskpg/current").strip().endswith(current)
+        assert get(h0)["greeting"] == "hello-one"
+    finally:
+        cfg.write_text(original)
+        ship.run("unlock", "sandbox")  # the killed run could not release its lock
+
+
+def test_no_secret_in_any_output(ship: Ship) -> None:
+    reg_pw = ship.info.registry.password  # type: ignore[attr-defined]
+    assert OUTPUTS, "no output captured"
+    for text in OUTPUTS:
+        assert DB_PASSWORD not in text
+        assert reg_pw not in text
