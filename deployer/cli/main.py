@@ -141,11 +141,11 @@ def main() -> None:
         err("aborted")
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code)
+        # typer vendors its own click: recognise its exceptions by shape
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code if code else EXIT_USAGE)
         if "-v" in sys.argv or "--verbose" in sys.argv:
             raise
         err(f"internal error: {type(e).__name__}: {e}")

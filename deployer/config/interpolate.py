@@ -1,8 +1,10 @@
 """``${VAR}`` interpolation from the environment and the secrets file.
 
-Every substituted value is a secret by definition (that is how users keep
-passwords out of the repository), so it is wrapped in :class:`Secret` and
-registered with the masker before anything is printed.
+Every value taken from the environment or the secrets file is a secret by
+definition (that is how users keep passwords out of the repository), so it is
+wrapped in :class:`Secret` and registered with the masker before anything is
+printed. A ``${VAR:-default}`` that falls back to its default is not: the
+default is written in the repository for all to read.
 """
 
 from __future__ import annotations
@@ -48,15 +50,16 @@ def _substitute(text: str, loc: Loc, env: Mapping[str, str], smap: SourceMap, hi
                 "write ${NAME} or ${NAME:-default}; use $$ for a literal $",
             )
         name, op, default = m.group(1), m.group(2), m.group(3)
-        used = True
         val = env.get(name)
         if (op == ":-" and not val) or (op == "-" and val is None):
-            val = default
+            # A default is written in the repository, so it is not a secret.
+            return default
         if val is None:
             raise ConfigError(
                 f"{smap.where(loc)}: {_key(loc)}: environment variable {name} is not set",
                 f"export {name}=... {hint}",
             )
+        used = True
         masker.add(val)
         return val
 

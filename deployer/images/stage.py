@@ -144,3 +144,37 @@ def build_and_push(
             return _push_all(eng, project, tag, reporter)
     finally:
         reporter.close()
+
+
+def resolve_pushed(
+    project: Project,
+    tag: str,
+    reporter: ImageReporter | None = None,
+    *,
+    engine: Engine | None = None,
+) -> dict[str, str]:
+    """``ship --skip-build``: the images already pushed for ``tag``, pinned by
+    the digest the registry holds now. A missing one is an error naming it:
+    deploying a tag nobody pushed would only fail later, on every host."""
+    from ..errors import DeployError
+    from .push import registry_auth
+
+    check_inputs(project, tag)
+    reporter = reporter or make_reporter()
+    auth = registry_auth(project.registry)
+    pinned: dict[str, str] = {}
+    try:
+        with _engine(engine) as eng:
+            for name, image in project.config.images.items():
+                ref = f"{_target(project, name)}:{tag}"
+                digest = eng.registry_digest(ref, auth)
+                if digest is None:
+                    raise DeployError(
+                        f"image {name!r}: {ref} is not in the registry",
+                        "ship without --skip-build, or pass the --tag of a pushed release",
+                    )
+                reporter.note(name, f"using pushed {ref}@{digest[:19]}")
+                pinned[name] = pinned_ref(project.registry.server, image.repository, tag, digest)
+    finally:
+        reporter.close()
+    return pinned

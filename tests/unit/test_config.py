@@ -216,3 +216,12 @@ def test_inventory_registry_makes_project_registry_vars_optional(make_project: M
     p = load(make_project({"inventories/prod.yaml": inv}),
              environ={"INV_PW": "inv-pw-1", "DB_PASSWORD": "x"})
     assert p.registry.server == "r:5000" and p.registry.password == "inv-pw-1"
+
+
+def test_default_values_are_not_secrets(make_project: MakeProject) -> None:
+    inv = "vars: {user: '${APP_USER:-deployer}', pw: '${DB_PASSWORD}'}\nhosts: {h: {}}\n"
+    p = load(make_project({"inventories/prod.yaml": inv}))
+    assert p.hosts[0].vars["user"] == "deployer"
+    assert not isinstance(p.hosts[0].vars["user"], Secret)
+    assert mask("the deployer user") == "the deployer user"
+    assert isinstance(p.hosts[0].vars["pw"], Secret)
