@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.rollout import Policy, rollout
-from deployer.deploy.ship import Counting, HostShip, ShipSettings
+from deployer.deploy.ship import Counting, HostShip, Interrupted, ShipSettings
 from deployer.errors import DeployerError, HostError
 from deployer.plan import HostPlan, build_plan, deployer_identity, new_release_id
 from deployer.remote.base import Executor
@@ -73,6 +73,12 @@ def run_over_hosts(
         counting = Counting(ex)
         try:
             rep = job(counting, run, item)
+        except Interrupted as e:
+            # Ctrl-C reached this host at a safe point, before anything that
+            # changes what it runs: it keeps its old release, exactly like the
+            # hosts the rollout never reached, so it is reported the same way.
+            run.release = None
+            rep = run.report("skipped", detail=f"interrupted before {e.step}; nothing changed")
         except HostError as e:
             rep = run.report("failed", error=f"{run.current or 'connect'}: {e.reason}"
                              if e.host == host.name else e.message)

@@ -33,7 +33,9 @@ class Ship:
         self.env = {**os.environ, "DB_PASSWORD": DB_PASSWORD, "NO_COLOR": "1"}
         self.env.pop("GITHUB_ACTIONS", None)
 
-    def run(self, *args: str, check: int | None = 0, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: int | None = 0, timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(
             [sys.executable, "-m", "deployer", "-C", str(self.project), *args],
             capture_output=True, text=True, env=self.env, timeout=timeout,
@@ -67,7 +69,8 @@ def ship(tmp_path_factory: pytest.TempPathFactory) -> Ship:
     from deployer.sandbox import manager
 
     project = tmp_path_factory.mktemp("shipproj")
-    shutil.copytree(EXAMPLE, project, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".deployer"))
+    shutil.copytree(EXAMPLE, project, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".deployer"))
     # Short health timeout so the failing-release test stays quick.
     cfg = project / "deployer.yaml"
     cfg.write_text(cfg.read_text().replace("health_timeout: 180", "health_timeout: 90"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import ENV, MakeProject
+
 from deployer.config import load_project
 from deployer.errors import ConfigError
 from deployer.secrets import MASK, Secret, mask
@@ -207,7 +207,7 @@ def test_inventory_registry_overrides_project(make_project: MakeProject) -> None
 
 def test_rollout_batches_validation(make_project: MakeProject) -> None:
     inv = "rollout: {batches: [1, '150%']}\nhosts: {h: {}}\n"
-    with pytest.raises(ConfigError, match="rollout.batches"):
+    with pytest.raises(ConfigError, match=r"rollout\.batches"):
         load(make_project({"inventories/prod.yaml": inv}))
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import yaml
 import pytest
-
+import yaml
 from conftest import ENV, MakeProject
+
 from deployer.config import load_project
 from deployer.errors import ConfigError
 from deployer.plan import build_plan, image_refs, new_release_id
@@ -135,13 +135,13 @@ def test_undefined_attribute(make_project: MakeProject) -> None:
 
 def test_missing_template_file(make_project: MakeProject) -> None:
     cfg = "app: shop\nfiles:\n  - {template: templates/nope.j2, dest: docker-compose.yaml}\n"
-    with pytest.raises(ConfigError, match="templates/nope.j2: template not found"):
+    with pytest.raises(ConfigError, match=r"templates/nope\.j2: template not found"):
         plan_for(make_project({"deployer.yaml": cfg}))
 
 
 def test_compose_file_must_be_rendered(make_project: MakeProject) -> None:
     cfg = "app: shop\nfiles:\n  - {template: templates/app.conf.j2, dest: app.conf}\n"
-    with pytest.raises(ConfigError, match="compose_file 'docker-compose.yaml' is not the dest"):
+    with pytest.raises(ConfigError, match=r"compose_file 'docker-compose\.yaml' is not the dest"):
         plan_for(make_project({"deployer.yaml": cfg}))
 
 

@@ -59,7 +59,8 @@ def test_canary_finishes_before_others_start_and_others_overlap() -> None:
     i_b, i_c = events.index(("start", "b")), events.index(("start", "c"))
     first_end = min(events.index(("end", "b")), events.index(("end", "c")))
     assert max(i_b, i_c) < first_end
-    assert events.index(("start", "d")) > max(events.index(("end", "b")), events.index(("end", "c")))
+    last_end = max(events.index(("end", "b")), events.index(("end", "c")))
+    assert events.index(("start", "d")) > last_end
 
 
 def test_failed_canary_stops_rollout() -> None:
