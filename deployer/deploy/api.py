@@ -80,8 +80,10 @@ def run_over_hosts(
             run.release = None
             rep = run.report("skipped", detail=f"interrupted before {e.step}; nothing changed")
         except HostError as e:
-            rep = run.report("failed", error=f"{run.current or 'connect'}: {e.reason}"
-                             if e.host == host.name else e.message)
+            text = f"{run.current or 'connect'}: {e.reason}" if e.host == host.name else e.message
+            if e.hint:  # what to do (accept a host key, add sudo) belongs on the same line
+                text += f" (hint: {e.hint})"
+            rep = run.report("failed", error=text)
         except DeployerError as e:
             rep = run.report("failed", error=e.message)
         except Exception as e:  # a bug must fail one host, not the run

@@ -102,6 +102,18 @@ def _usable(host: Host, facts: HostFacts) -> None:
         )
 
 
+def _privileged_need(facts: HostFacts) -> str:
+    """What bootstrap wanted sudo for, so a user without it is told the real
+    reason (on a host with Docker it is only the docker group, not an install)."""
+    if not facts.docker_installed:
+        return "install Docker"
+    if facts.compose is None:
+        return "install compose"
+    if not facts.docker_active:
+        return "start the docker service"
+    return f"add {facts.user or 'the user'} to the docker group"
+
+
 def bootstrap_host(executor: Executor, host: Host) -> BootstrapOutcome:
     """Make ``host`` a Docker host (see the module doc). Raises
     :class:`HostError` naming the host and the step on any failure."""
@@ -134,7 +146,8 @@ def bootstrap_host(executor: Executor, host: Host) -> BootstrapOutcome:
         raise HostError(
             host.name,
             STEP,
-            f"user {facts.user or '?'} has no passwordless sudo, which installing Docker needs",
+            f"user {facts.user or '?'} has no passwordless sudo, which bootstrap needs to "
+            f"{_privileged_need(facts)}",
             "give the user passwordless sudo (or connect as root), or install Docker yourself "
             "and set `docker: {install: none}`",
         )

@@ -57,7 +57,9 @@ class UnreachableError(HostError):
         DeployError.__init__(self, f"{host}: unreachable ({reason})", hint)
         self.host = host
         self.step = "connect"
-        self.reason = reason
+        # What per-host reports show after the step name: keep "unreachable"
+        # in it, so `host: failed (step: unreachable (reason))` says what happened.
+        self.reason = f"unreachable ({reason})"
 
 
 @dataclass(frozen=True)
