@@ -12,7 +12,7 @@ one forgotten call site is one leaked password.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 MASK = "******"
 
@@ -41,16 +41,39 @@ class Masker:
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[str], None]] = []
 
     def add(self, value: str) -> None:
         value = str.__str__(value)
-        if len(value) >= self.MIN_LEN:
+        if len(value) < self.MIN_LEN:
+            return
+        new: list[str] = []
+        with self._lock:
+            # A multi-line secret (a key) may be printed line by line.
+            lines = [ln.strip() for ln in value.splitlines() if len(ln.strip()) >= 8]
+            for v in (value, *lines):
+                if v not in self._values:
+                    self._values.add(v)
+                    new.append(v)
+            listeners = list(self._listeners)
+        # Called before add() returns, so before the value can reach any output
+        # (GitHub Actions needs its ::add-mask:: before the value is printed).
+        for fn in listeners:
+            for v in new:
+                fn(v)
+
+    def subscribe(self, fn: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``fn(value)`` for every value registered from now on; returns
+        the function that unsubscribes it."""
+        with self._lock:
+            self._listeners.append(fn)
+
+        def unsubscribe() -> None:
             with self._lock:
-                self._values.add(value)
-                # A multi-line secret (a key) may be printed line by line.
-                for line in value.splitlines():
-                    if len(line.strip()) >= 8:
-                        self._values.add(line.strip())
+                if fn in self._listeners:
+                    self._listeners.remove(fn)
+
+        return unsubscribe
 
     def add_all(self, values: Iterable[str]) -> None:
         for v in values:

@@ -7,6 +7,7 @@ that need them, so ``deployer --help`` stays fast.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -122,6 +123,13 @@ def main() -> None:
     from deployer.cli.output import err
 
     _register()
+    github = os.environ.get("GITHUB_ACTIONS") == "true"
+    if github:
+        # ::add-mask:: for each secret the moment it is registered, so before
+        # anything can print it (deployer/report/github.py).
+        from deployer.report.github import enable_masks
+
+        enable_masks()
     try:
         # standalone_mode=False returns the code of a typer.Exit instead of raising
         rc = app(standalone_mode=False)
@@ -131,6 +139,10 @@ def main() -> None:
         err(f"error: {e.message}")
         if e.hint:
             err(f"  hint: {e.hint}")
+        if github:
+            from deployer.report.github import error_annotation
+
+            error_annotation("deployer", e.message + (f"\nhint: {e.hint}" if e.hint else ""))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err("interrupted")
