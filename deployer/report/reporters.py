@@ -153,6 +153,7 @@ class JsonReporter(PlainReporter):
     """``--output json``: progress stays on stderr, the report goes to stdout."""
 
     def finish(self, run: RunReport) -> None:
+        super().finish(run)  # the summary table still ends the run, on stderr
         sys.stdout.write(mask(json.dumps(run.to_json(), indent=2)) + "\n")
         sys.stdout.flush()
 
