@@ -60,7 +60,7 @@ REGISTRY_PORT = 5443
 REGISTRY_USER = "deployer"
 CAP_MODES = ("caps", "privileged")
 MAX_HOSTS = 200
-BOOT_TIMEOUT = 120.0
+BOOT_TIMEOUT = 300.0  # generous: a loaded 2-core CI machine boots many systemd hosts at once
 
 SANDBOX_REL = ".deployer/sandbox"
 

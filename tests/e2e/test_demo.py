@@ -1,0 +1,40 @@
+"""The README's first command, `.ci/demo`, runs the main job on the sandbox:
+fresh hosts, build and push, bootstrap, ship, and the app answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_demo_command_ships_the_example(tmp_path: Path) -> None:
+    from deployer.sandbox import manager
+
+    readme = (ROOT / "README.md").read_text()
+    assert "bash .ci/demo" in readme  # the command the README gives first
+    project = tmp_path / "flask-postgres"
+    shutil.copytree(ROOT / "examples" / "flask-postgres", project,
+                    ignore=shutil.ignore_patterns(".deployer", "sandbox.yaml"))
+    env = {**os.environ, "DEMO_SKIP_SETUP": "1", "DEMO_PROJECT": str(project),
+           "NO_COLOR": "1"}
+    env.pop("GITHUB_ACTIONS", None)
+    try:
+        p = subprocess.run(["bash", str(ROOT / ".ci" / "demo")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=1500)
+        out = p.stdout + p.stderr
+        assert p.returncode == 0, out[-4000:]
+        assert "success: 2 deployed" in out
+        assert out.count('"greeting":"Hello from the sandbox"') == 2  # both hosts answered
+        assert out.count("PostgreSQL") >= 2
+        password = (project / ".deployer" / "demo.env").read_text().split("=", 1)[1].strip()
+        assert password not in out
+    finally:
+        manager.down(project)
