@@ -154,4 +154,4 @@ def exec_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command()(logs)
-    app.command(name="exec", context_settings={"allow_interspersed_args": False})(exec_cmd)
+    app.command(name="exec")(exec_cmd)

@@ -210,6 +210,26 @@ def test_killed_upload_leaves_no_incomplete_release(ship: Ship) -> None:
         ship.run("unlock", "sandbox")  # the killed run could not release its lock
 
 
+def test_day2_status_logs_exec(ship: Ship) -> None:
+    hosts = ship.info.hosts  # type: ignore[attr-defined]
+    status = ship.json("status", "sandbox")
+    for h in hosts:
+        rows = {r["service"]: r for r in status[h.name]}
+        assert rows["web"]["status"] == "running" and rows["web"]["health"] == "healthy"
+        assert rows["db"]["health"] == "healthy"
+        assert rows["migrate"]["status"] == "exited" and rows["migrate"]["exit_code"] == 0
+    logs = ship.run("logs", "sandbox", "web", "--tail", "5")
+    lines = [line for line in logs.stdout.splitlines() if " | " in line]
+    prefixes = {line.split(" | ", 1)[0].strip() for line in lines}
+    assert prefixes == {h.name for h in hosts}
+    ex = ship.run("exec", "sandbox", "--limit", hosts[1].name, "web", "--",
+                  "python3", "-c", "import socket; print('answer', 6 * 7)")
+    assert f"{hosts[1].name} | answer 42" in ex.stdout
+    failing = ship.run("exec", "sandbox", "--limit", hosts[0].name, "web", "--", "false",
+                       check=None)
+    assert failing.returncode == 1
+
+
 def test_no_secret_in_any_output(ship: Ship) -> None:
     reg_pw = ship.info.registry.password  # type: ignore[attr-defined]
     assert OUTPUTS, "no output captured"
