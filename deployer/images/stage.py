@@ -158,14 +158,29 @@ def resolve_pushed(
     deploying a tag nobody pushed would only fail later, on every host."""
     from ..errors import DeployError
     from .push import registry_auth
+    from .registry_api import manifest_digest
 
     check_inputs(project, tag)
     reporter = reporter or make_reporter()
     auth = registry_auth(project.registry)
     pinned: dict[str, str] = {}
+    todo = dict(project.config.images)
+    if engine is None:
+        # Fast path: the registry's HTTP API, without the Docker SDK or the
+        # engine (most of a no-op ship's time); anything unclear -> the engine.
+        reg = project.registry
+        password = str.__str__(reg.password) if reg.password else None
+        for name, image in project.config.images.items():
+            digest = manifest_digest(reg.server, image.repository, tag, reg.username, password)
+            if digest:
+                reporter.note(name, f"using pushed {_target(project, name)}:{tag}@{digest[:19]}")
+                pinned[name] = pinned_ref(reg.server, image.repository, tag, digest)
+                del todo[name]
     try:
+        if not todo:
+            return pinned
         with _engine(engine) as eng:
-            for name, image in project.config.images.items():
+            for name, image in todo.items():
                 ref = f"{_target(project, name)}:{tag}"
                 digest = eng.registry_digest(ref, auth)
                 if digest is None:

@@ -124,6 +124,18 @@ def test_second_ship_is_noop(ship: Ship) -> None:
         assert h["connections"] == 1
 
 
+def test_skip_build_uses_pushed_images_or_refuses(ship: Ship) -> None:
+    first = ship.json("ship", "sandbox")
+    tag = first["release"].split("-", 1)[1]
+    again = ship.json("ship", "sandbox", "--skip-build", "--tag", tag)
+    assert set(results(again).values()) == {"unchanged"}  # same digests, pinned from the registry
+    assert again["images"] == first["images"]
+    missing = ship.run("ship", "sandbox", "--skip-build", "--tag", "never-pushed", check=1)
+    assert "never-pushed is not in the registry" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert "sandbox-1:" not in missing.stderr  # no host was touched
+
+
 def test_change_then_rollback_keeps_data(ship: Ship) -> None:
     h0 = ship.info.hosts[0]  # type: ignore[attr-defined]
     before = ship.json("releases", "sandbox")[h0.name]
