@@ -97,13 +97,12 @@ def ship(
     state, project, hosts = _load(ctx, env, limit)
     opts = _opts(project, batches, max_parallel)
     tag = tag or project_tag(project.root)
-    pre = _preconnect(hosts, opts)
+    pre = _preconnect(project, hosts, opts)
     try:
         images = _images(state, project, tag, skip_build)
-        # Render every host before touching any: a template error stops here.
-        from deployer.plan import build_plan
-
-        build_plan(project, hosts, images, "check", tag)
+        # do_ship renders every host before it starts any: a template error
+        # stops the run there, with nothing changed (the early reads change
+        # nothing).
         reporter = _reporter(state)
         _interruptible(opts)
         _finish(reporter, do_ship(project, hosts, images, tag, reporter, opts))
@@ -111,16 +110,19 @@ def ship(
         pre.close()
 
 
-def _preconnect(hosts: list[Host], opts: RunOptions) -> Preconnected:
-    """Start the first batch's SSH handshakes now, so they overlap the image
-    stage (the benchmark's no-op ship spent most of its time in the two, one
-    after the other). Nothing runs on a host before the stage succeeds."""
+def _preconnect(project: Project, hosts: list[Host], opts: RunOptions) -> Preconnected:
+    """Start the first batch's SSH handshakes and state reads now, so they
+    overlap the image stage (the benchmark's no-op ship spent most of its time
+    in the three, one after the other). Nothing that changes a host runs
+    before the stage succeeds; the ship re-reads the state under its lock if
+    another run switched releases in between."""
+    from deployer.commands.release import read_state
     from deployer.deploy.rollout import batch_sizes
     from deployer.remote.preconnect import Preconnected
 
     sizes = batch_sizes(len(hosts), opts.policy.batches)
     first = min(sizes[0] if sizes else 0, opts.policy.max_parallel)
-    pre = Preconnected(hosts[:first], opts.executor)
+    pre = Preconnected(hosts[:first], opts.executor, read_state(project.deploy_dir))
     opts.executor = pre.executor
     return pre
 

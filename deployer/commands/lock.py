@@ -22,10 +22,11 @@ _ACQUIRE = """
 d="$1/.lock"
 if mkdir -- "$d" 2>/dev/null; then
   printf 'who=%s\\nwhen=%s\\nrelease=%s\\nmessage=%s\\n' "$2" "$3" "$4" "$5" > "$d/info.tmp" \\
-    && mv -f -- "$d/info.tmp" "$d/info" && exit 0
-  rm -rf -- "$d"
-  echo "cannot write $d/info" >&2
-  exit 1
+    && mv -f -- "$d/info.tmp" "$d/info" \\
+    || { rm -rf -- "$d"; echo "cannot write $d/info" >&2; exit 1; }
+  t=$(readlink -- "$1/current" 2>/dev/null) || t=
+  printf 'current=%s\\n' "${t##*/}"
+  exit 0
 fi
 if [ -d "$d" ]; then
   cat -- "$d/info" 2>/dev/null
@@ -44,9 +45,12 @@ def _one_line(value: str) -> str:
 def acquire(
     deploy_dir: str, *, who: str, when: str, release: str = "", message: str = ""
 ) -> Command:
-    """Take the lock. Exit 0: taken. Exit :data:`EXIT_LOCKED` (an ok code, so
-    the caller can read the holder from stdout with :func:`parse_lock_info`):
-    somebody else holds it."""
+    """Take the lock. Exit 0: taken, and stdout names the release that is
+    current under the lock (:func:`parse_current_under_lock`), so a caller
+    that read the state before locking can tell whether another run changed
+    it in between. Exit :data:`EXIT_LOCKED` (an ok code, so the caller can
+    read the holder from stdout with :func:`parse_lock_info`): somebody else
+    holds it."""
     return Script(
         _ACQUIRE,
         args=(deploy_dir, _one_line(who), _one_line(when), _one_line(release), _one_line(message)),
@@ -106,6 +110,16 @@ class LockInfo:
         text = f"locked by {self.who or 'unknown'} since {self.when or 'unknown time'}"
         extra = [x for x in (f"release {self.release}" if self.release else "", self.message) if x]
         return f"{text} ({': '.join(extra)})" if extra else text
+
+
+def parse_current_under_lock(stdout: str) -> str | None:
+    """The current release :func:`acquire` saw once it held the lock (None:
+    no current release yet)."""
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key == "current":
+            return value or None
+    return None
 
 
 def parse_lock_info(stdout: str) -> LockInfo:

@@ -211,7 +211,9 @@ for r in *; do
   [ -d "$r" ] || continue
   case "$r" in
     *.partial) printf 'partial=%s\\n' "${r%.partial}" ;;
-    *) printf 'release=%s\\n' "$r" ;;
+    *) fp=$(grep -o '"fingerprint": *"[0-9a-f]*"' "$r/manifest.json" 2>/dev/null \\
+         | head -n 1 | sed 's/.*"\\([0-9a-f]*\\)"$/\\1/')
+       printf 'release=%s %s\\n' "$r" "$fp" ;;
   esac
 done
 """.strip()
@@ -224,33 +226,50 @@ def list_releases(deploy_dir: str) -> Command:
 
 @dataclass(frozen=True)
 class Releases:
-    """Releases on a host, oldest first."""
+    """Releases on a host, oldest first, with each one's content fingerprint
+    (from its manifest; absent for a release without one)."""
 
     releases: tuple[str, ...]
     current: str | None
     partials: tuple[str, ...] = ()
+    fingerprints: tuple[tuple[str, str], ...] = ()
 
     def previous(self) -> str | None:
-        """The newest release older than ``current`` (the default rollback target)."""
+        """The default rollback target: the newest release older than
+        ``current`` that runs something else.
+
+        Releases with the current one's content are passed over: after v1,
+        v2, a rollback to v1 and v2 shipped again, the release before the
+        current one is the first v2, and "rolling back" to it would change
+        nothing. None when there is no such release."""
         if self.current not in self.releases:
             return self.releases[-1] if self.releases else None
-        i = self.releases.index(self.current)
-        return self.releases[i - 1] if i > 0 else None
+        fps = dict(self.fingerprints)
+        mine = fps.get(self.current)
+        older = self.releases[: self.releases.index(self.current)]
+        for rid in reversed(older):
+            if mine is None or fps.get(rid) != mine:
+                return rid
+        return None
 
 
 def parse_releases(stdout: str) -> Releases:
     releases: list[str] = []
     partials: list[str] = []
+    fps: list[tuple[str, str]] = []
     current: str | None = None
     for line in stdout.splitlines():
         key, _, value = line.partition("=")
         if key == "current":
             current = value or None
         elif key == "release" and value:
-            releases.append(value)
+            rid, _, fp = value.partition(" ")
+            releases.append(rid)
+            if fp:
+                fps.append((rid, fp))
         elif key == "partial" and value:
             partials.append(value)
-    return Releases(tuple(sorted(releases)), current, tuple(sorted(partials)))
+    return Releases(tuple(sorted(releases)), current, tuple(sorted(partials)), tuple(sorted(fps)))
 
 
 _PRUNE = """

@@ -90,6 +90,12 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
             return run.report("failed", release=rel.current,
                               error=lock.parse_lock_info(res.stdout).describe())
         try:
+            now = lock.parse_current_under_lock(res.stdout)
+            if now != rel.current:
+                return run.report("failed", release=now,
+                                  error=f"another run switched this host to {now} while "
+                                  "its releases were listed; nothing changed, run the "
+                                  "rollback again")
             compose = Compose(project.app, project.config.compose_file, facts.compose or "v2",
                               facts.docker_sudo, release.release_dir(d, target))
             with run.step(f"compose up {target}"):
@@ -128,12 +134,6 @@ def _manifest_services(ex: Executor, deploy_dir: str, rid: str) -> list[str]:
         return list(data.get("services") or [])
     except ValueError:
         return []
-
-
-class _fake_plan:
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self.release = ""
 
 
 def status(project: Project, hosts: list[Host], reporter: Reporter,

@@ -154,6 +154,16 @@ class HostShip:
             )
         login: registry.RegistryLogin | None = None
         try:
+            if lock.parse_current_under_lock(res.stdout) != state.current:
+                # Another run switched releases between our read (sent early,
+                # while the images were staged) and the lock: what to roll
+                # back to, and whether anything changed, must come from now.
+                with run.step("read current release"):
+                    state = release.parse_state(ex.run(release.read_state(self.dir)).stdout)
+                manifest = state.manifest
+                if manifest and manifest.get("fingerprint") == hp.fingerprint:
+                    return run.report("unchanged", release=state.current,
+                                      detail="nothing changed")
             with run.step("clean up stale uploads"):
                 ex.run(release.remove_partials(self.dir))
                 ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))

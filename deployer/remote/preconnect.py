@@ -1,14 +1,20 @@
-"""Open the first hosts' SSH connections while the image stage runs.
+"""Open the first hosts' SSH connections while the image stage runs, and
+send each its first, read-only command.
 
 A ship first resolves its images (build and push, or ask the registry), and
-only then starts the hosts. The SSH handshakes do not depend on the images, so
-they can overlap that stage: on a no-op ship of a few hosts the stage and the
-handshakes were each a large share of the whole run (bench/results).
+only then starts the hosts. The SSH handshakes do not depend on the images,
+and neither does the ship's first command (reading the current release), so
+both can overlap that stage: on a no-op ship of a few hosts the stage, the
+handshakes and the state read were each a large share of the whole run
+(bench/results).
 
 Still one connection per host per command: the executor opened here is the
-one the host's job gets. A failed handshake is not reported here: the
-executor keeps the error and raises it on first use, so the host fails in
-its report exactly as if it had connected late.
+one the host's job gets, and the early command's result is handed to the job
+when it runs that same command, in place of running it again (so it is
+counted once, where the job asks for it). A failed handshake or early command
+is not reported here: the job runs the command for real and fails in its
+report exactly as if it had connected late. Only read-only commands may be
+sent early: the job may never ask for them (say, the image stage failed).
 """
 
 from __future__ import annotations
@@ -17,42 +23,83 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from deployer.commands.base import Command
 from deployer.config.inventory import Host
-from deployer.remote.base import Executor
+from deployer.remote.base import Executor, Result
 
 
-def _open(ex: Executor) -> None:
+def _open(ex: Executor, first: Command | None) -> Result | None:
     connect = getattr(ex, "connect", None)
-    if connect is None:
-        return
-    with contextlib.suppress(Exception):  # kept by the executor, raised on first use
-        connect()
+    try:
+        if connect is not None:
+            connect()
+        return ex.run(first, check=False) if first is not None else None
+    except Exception:  # kept by the executor, raised on first use
+        return None
+
+
+class _Prefetched:
+    """``inner``, with ``first``'s early result given to the first call that
+    runs an equal command. A result that is not ok is dropped and the command
+    runs again, so errors carry the job's step name as usual."""
+
+    def __init__(self, inner: Executor, first: Command | None,
+                 early: Future[Result | None]) -> None:
+        self.inner = inner
+        self.host = inner.host
+        self._first = first
+        self._early: Future[Result | None] | None = early
+
+    def _settle(self) -> Result | None:
+        """Wait for the early command (the connection is not shared while it
+        runs), once; later calls get None."""
+        early, self._early = self._early, None
+        return early.result() if early is not None else None
+
+    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
+        res = self._settle()
+        if res is not None and res.ok and command == self._first:
+            return res
+        return self.inner.run(command, check=check, timeout=timeout)
+
+    def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
+        self._settle()
+        self.inner.upload(data, path, mode=mode)
+
+    def close(self) -> None:
+        self._settle()
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> object:  # connections_opened, ...
+        return getattr(self.inner, name)
 
 
 class Preconnected:
-    """Executors for ``hosts``, connecting in the background from now on.
+    """Executors for ``hosts``, connecting in the background from now on and
+    then running ``first`` (a read-only command, or None).
 
     Use :meth:`executor` as the run's executor factory (hosts not started
     here get a fresh executor from ``factory``), and :meth:`close` when the
     run is over, to close the connections no job took (say, the image stage
     failed)."""
 
-    def __init__(self, hosts: list[Host], factory: Callable[[Host], Executor]) -> None:
+    def __init__(self, hosts: list[Host], factory: Callable[[Host], Executor],
+                 first: Command | None = None) -> None:
         self._factory = factory
+        self._first = first
         self._execs: dict[str, Executor] = {h.name: factory(h) for h in hosts}
-        self._futures: dict[str, Future[None]] = {}
+        self._futures: dict[str, Future[Result | None]] = {}
         if self._execs:
             pool = ThreadPoolExecutor(max_workers=len(self._execs),
                                       thread_name_prefix="preconnect")
-            self._futures = {n: pool.submit(_open, ex) for n, ex in self._execs.items()}
+            self._futures = {n: pool.submit(_open, ex, first) for n, ex in self._execs.items()}
             pool.shutdown(wait=False)
 
     def executor(self, host: Host) -> Executor:
         ex = self._execs.pop(host.name, None)
         if ex is None:
             return self._factory(host)
-        self._futures[host.name].result()  # the handshake is over, one way or the other
-        return ex
+        return _Prefetched(ex, self._first, self._futures[host.name])
 
     def close(self) -> None:
         for name, ex in list(self._execs.items()):

@@ -41,6 +41,20 @@ def test_second_acquire_fails_with_the_holders_info(tmp_path: Path) -> None:
     assert "alice" in (tmp_path / ".lock" / "info").read_text()
 
 
+def test_acquire_reports_the_release_current_under_the_lock(tmp_path: Path) -> None:
+    """ship and rollback read the state before they lock; the current release
+    printed once the lock is held tells them whether another run switched it
+    in between."""
+    first = run(lock.acquire(str(tmp_path), who="a", when="T1"))
+    assert first.returncode == 0 and lock.parse_current_under_lock(first.stdout) is None
+    run(lock.release(str(tmp_path)))
+    (tmp_path / "releases" / "r7").mkdir(parents=True)
+    (tmp_path / "current").symlink_to("releases/r7")
+    second = run(lock.acquire(str(tmp_path), who="a", when="T2"))
+    assert second.returncode == 0, second.stderr
+    assert lock.parse_current_under_lock(second.stdout) == "r7"
+
+
 def test_newlines_cannot_forge_fields(tmp_path: Path) -> None:
     res = run(lock.acquire(str(tmp_path), who="eve\nrelease=forged", when="T", message="a\nb"))
     assert res.returncode == 0

@@ -8,9 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ENV, MakeProject
 
 from deployer.commands import release
 from deployer.commands.base import Command
+from deployer.config import load_project
+from deployer.plan import build_plan, image_refs
 
 
 def run(cmd: Command) -> subprocess.CompletedProcess[str]:
@@ -158,6 +161,36 @@ def test_list_releases(tree: Path) -> None:
     assert rel.current == "20260102T000000Z-b"
     assert rel.partials == ("20260104T000000Z-d",)
     assert rel.previous() == "20260101T000000Z-a"
+
+
+def test_previous_skips_releases_with_the_current_content(tree: Path) -> None:
+    """v1, v2, rollback to v1, v2 again: rolling back must go to v1, not to
+    the first v2 (the same content as the current one)."""
+    v1, v2 = {"fingerprint": "aa11"}, {"fingerprint": "bb22", "services": {"web": {}}}
+    ship(tree, "20260101T000000Z-v1", v1)
+    ship(tree, "20260102T000000Z-v2", v2)
+    ship(tree, "20260103T000000Z-v2", v2)
+    ok(release.switch_current(str(tree), "20260103T000000Z-v2"))
+    rel = release.parse_releases(ok(release.list_releases(str(tree))))
+    assert dict(rel.fingerprints) == {"20260101T000000Z-v1": "aa11",
+                                      "20260102T000000Z-v2": "bb22",
+                                      "20260103T000000Z-v2": "bb22"}
+    assert rel.previous() == "20260101T000000Z-v1"
+    ok(release.switch_current(str(tree), "20260101T000000Z-v1"))
+    rel = release.parse_releases(ok(release.list_releases(str(tree))))
+    assert rel.previous() is None  # nothing older runs anything else
+
+
+def test_previous_reads_the_fingerprint_ship_writes(tree: Path, make_project: MakeProject) -> None:
+    """The list script greps the manifest's text: it must find the
+    fingerprint in the exact bytes ship uploads."""
+    p = load_project(make_project(), "prod", ENV)
+    hp = build_plan(p, p.hosts[:1], image_refs(p, "abc123"), "r1", "abc123").hosts[0]
+    ok(release.make_partial(str(tree), "r1"))
+    (Path(release.partial_dir(str(tree), "r1")) / "manifest.json").write_bytes(hp.manifest_bytes())
+    ok(release.finalize(str(tree), "r1"))
+    rel = release.parse_releases(ok(release.list_releases(str(tree))))
+    assert rel.fingerprints == (("r1", hp.fingerprint),)
 
 
 def test_list_on_a_fresh_host_is_empty(tmp_path: Path) -> None:

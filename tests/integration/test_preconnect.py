@@ -1,0 +1,119 @@
+"""Early connections and the early first command, against a real sshd.
+
+The ship opens the first batch's connections and reads each host's state
+while the images are staged. These tests pin the promises that makes: the
+early command runs once on the host, its result is what the job gets when it
+asks for that command, the job still uses the one connection, and a host
+whose handshake failed early fails in the job like any unreachable host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deployer.commands.base import Script, cmd
+from deployer.config.inventory import Host
+from deployer.remote.executor import SSHExecutor
+from deployer.remote.preconnect import Preconnected
+from deployer.remote.ssh import UnreachableError
+
+MakeHost = Callable[..., Host]
+
+
+def _factory(host: Host) -> SSHExecutor:
+    return SSHExecutor(host, ssh_config=None)
+
+
+def _counting_read(log: Path) -> Script:
+    """Stands in for the state read; appends a line per run so the test can
+    count how often it ran on the host."""
+    return Script('echo ran >> "$1"; echo "state of $1"', args=(str(log),))
+
+
+def test_early_command_runs_once_and_its_result_reaches_the_job(
+    make_host: MakeHost, no_agent: None, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    first = _counting_read(log).command()
+    host = make_host(name="early-1")
+    pre = Preconnected([host], _factory, first)
+    try:
+        ex = pre.executor(host)
+        res = ex.run(first)
+        assert res.stdout == f"state of {log}\n"
+        assert log.read_text() == "ran\n"  # not run a second time for the job
+        assert ex.run(first).stdout == f"state of {log}\n"  # asked again: runs again
+        assert log.read_text() == "ran\nran\n"
+        assert ex.run(cmd("echo", "later")).stdout == "later\n"
+        assert getattr(ex, "connections_opened") == 1
+        ex.close()
+    finally:
+        pre.close()
+
+
+def test_other_command_first_waits_for_the_early_one(
+    make_host: MakeHost, no_agent: None, tmp_path: Path
+) -> None:
+    """The connection is never shared: a job whose first command is another
+    one waits until the early command is done, then runs its own."""
+    log = tmp_path / "ran.log"
+    first = Script('sleep 0.3; echo ran >> "$1"', args=(str(log),)).command()
+    host = make_host(name="early-2")
+    pre = Preconnected([host], _factory, first)
+    try:
+        ex = pre.executor(host)
+        assert ex.run(cmd("cat", str(log))).stdout == "ran\n"
+        ex.close()
+    finally:
+        pre.close()
+
+
+def test_failed_early_command_is_run_again_by_the_job(
+    make_host: MakeHost, no_agent: None, tmp_path: Path
+) -> None:
+    """A result that is not ok is not handed over: the job runs the command
+    itself, so its error carries the job's step like any other failure."""
+    flag = tmp_path / "ok"
+    first = Script('[ -e "$1" ] || exit 7; echo fine', args=(str(flag),)).command()
+    host = make_host(name="early-3")
+    pre = Preconnected([host], _factory, first)
+    try:
+        ex = pre.executor(host)
+        flag.write_text("")
+        assert ex.run(first).stdout == "fine\n"
+        ex.close()
+    finally:
+        pre.close()
+
+
+def test_unreachable_host_fails_in_the_job(
+    make_host: MakeHost, no_agent: None, tmp_path: Path
+) -> None:
+    host = make_host(name="early-4", port=1, connect_timeout=2.0)
+    pre = Preconnected([host], _factory, _counting_read(tmp_path / "x").command())
+    try:
+        ex = pre.executor(host)
+        with pytest.raises(UnreachableError):
+            ex.run(cmd("true"))
+        ex.close()
+    finally:
+        pre.close()
+    assert not (tmp_path / "x").exists()
+
+
+def test_hosts_not_started_early_get_a_fresh_executor(
+    make_host: MakeHost, no_agent: None, tmp_path: Path
+) -> None:
+    early, late = make_host(name="early-5"), make_host(name="late-5")
+    pre = Preconnected([early], _factory, None)
+    try:
+        ex = pre.executor(late)
+        assert isinstance(ex, SSHExecutor)
+        assert ex.connections_opened == 0  # lazy, opened on first use
+        assert ex.run(cmd("echo", "hi")).stdout == "hi\n"
+        ex.close()
+    finally:
+        pre.close()  # closes early-5's unused connection
