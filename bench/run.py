@@ -322,32 +322,12 @@ def setup(max_hosts: int, base_image: str) -> Env:
 SCENARIO_VERSION = {"cold": "v1", "changed": "v2", "noop": "v2", "rollback": "v1"}
 
 
-def deployer_v1_release(hosts: list[Any]) -> str | None:
-    """The newest v1 release on the hosts (release ids end with the tag).
-
-    ``deployer rollback`` without ``--to`` goes to the release before the
-    current one; from the second repeat on that is the previous repeat's v2
-    release (v1, v2, rollback, v2 again, ...), so the bench names v1's."""
-    p = subprocess.run(deployer_cmd("-o", "json", "releases", "sandbox", "--limit",
-                                    ",".join(h.name for h in hosts)),
-                       capture_output=True, text=True)
-    try:
-        found = json.loads(p.stdout)
-    except ValueError:
-        return None
-    common: set[str] | None = None
-    for r in found.values():
-        ids = {x for x in r.get("releases", []) if x.endswith("-v1")}
-        common = ids if common is None else common & ids
-    return max(common) if common else None
-
-
-def run_deployer(env: Env, hosts: list[Any], scenario: str,
-                 to: str | None = None) -> tuple[bool, str, dict[str, dict]]:
+def run_deployer(env: Env, hosts: list[Any], scenario: str) -> tuple[bool, str, dict[str, dict]]:
     limit = ",".join(h.name for h in hosts)
     if scenario == "rollback":
-        args = deployer_cmd("-o", "json", "rollback", "sandbox", "--limit", limit,
-                            *(["--to", to] if to else []))
+        # No --to: the default target (the newest older release with other
+        # content) is v1 on every repeat: v1, v2, rollback, v2 again, ...
+        args = deployer_cmd("-o", "json", "rollback", "sandbox", "--limit", limit)
     else:
         extra = [] if scenario == "noop+build" else ["--skip-build"]
         version = SCENARIO_VERSION.get(scenario, "v2")
@@ -363,6 +343,9 @@ def run_deployer(env: Env, hosts: list[Any], scenario: str,
     want = "unchanged" if scenario.startswith("noop") else "deployed"
     per = {h["host"]: h for h in report.get("hosts", [])}
     bad = {n: h["result"] for n, h in per.items() if h["result"] != want}
+    if scenario == "rollback":  # back to v1, not to an older copy of v2
+        bad.update({n: f"rolled back to {h.get('release')}" for n, h in per.items()
+                    if not str(h.get("release", "")).endswith("-v1")})
     ok = p.returncode == 0 and not bad
     return ok, "" if ok else f"exit {p.returncode}: {bad} {p.stderr.strip()[-800:]}", per
 
@@ -462,14 +445,13 @@ def run_noop_floor(env: Env, hosts: list[Any]) -> tuple[bool, str]:
 
 
 def measure(env: Env, tool: str, scenario: str, hosts: list[Any], repeat: int) -> Run:
-    to = deployer_v1_release(hosts) if (tool, scenario) == ("deployer", "rollback") else None
     before = host_counters(hosts)
     env.count_log.write_text("")
     load = load1()
     t0 = time.monotonic()
     per_report: dict[str, dict] = {}
     if tool == "deployer":
-        ok, detail, per_report = run_deployer(env, hosts, scenario, to)
+        ok, detail, per_report = run_deployer(env, hosts, scenario)
     elif tool == "ansible":
         ok, detail = run_ansible(env, hosts, scenario)
     elif tool == "ssh-floor":
