@@ -7,7 +7,12 @@ config, no templates. deployer's no-op ship measured against this shows what
 deployer itself costs; this measured against ``ssh-floor`` shows what the
 interpreter and paramiko cost before any tool does anything.
 
-Usage: paramiko_floor.py KEY KNOWN_HOSTS USER HOST [HOST ...]
+With ``--stack``, it first imports the rest of the stack the project chose
+(typer, whose current releases build pydantic adapters for every option,
+jinja2, PyYAML, rich) and parses one option through typer, still doing
+nothing with them: the floor of any tool on that stack.
+
+Usage: paramiko_floor.py [--stack] KEY KNOWN_HOSTS USER HOST [HOST ...]
 """
 
 from __future__ import annotations
@@ -34,7 +39,28 @@ def one(key: str, known_hosts: str, user: str, host: str, errors: list[str]) -> 
         client.close()
 
 
+def load_stack() -> None:
+    """Import the chosen stack and run one typer command with one option,
+    which is where typer imports pydantic and builds its adapters."""
+    import jinja2  # noqa: F401
+    import rich.console
+    import rich.table  # noqa: F401
+    import typer
+    import yaml  # noqa: F401
+
+    app = typer.Typer()
+
+    @app.command()
+    def noop(limit: str = typer.Option("", "--limit")) -> None:
+        pass
+
+    app(["--limit", "x"], standalone_mode=False)
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--stack":
+        argv = argv[1:]
+        load_stack()
     key, known_hosts, user, *hosts = argv
     errors: list[str] = []
     threads = [threading.Thread(target=one, args=(key, known_hosts, user, h, errors))

@@ -18,8 +18,11 @@ for the others; ``noop+build`` adds one no-op with the full image stage),
 (ssh_loop.sh --parallel: the changed-ship floor). ``ssh-floor`` measures the
 no-op floor: N parallel OpenSSH connections each running one command.
 ``paramiko-floor`` is the same done by one Python process with paramiko
-(bench/paramiko_floor.py): the floor of any Python tool on paramiko, which
-splits deployer's no-op time into what the stack costs and what deployer adds.
+(bench/paramiko_floor.py): the floor of any Python tool on paramiko.
+``stack-floor`` first loads the rest of the chosen stack (typer with one
+option parsed, jinja2, PyYAML, rich): the floor of any tool on that stack.
+Together they split deployer's no-op time into what the stack costs and what
+deployer adds.
 
 Per run and host it records: wall time of the whole command, SSH connections
 (sshd's "Accepted publickey" lines in each host's journal, for every tool;
@@ -447,10 +450,12 @@ def run_noop_floor(env: Env, hosts: list[Any]) -> tuple[bool, str]:
     return ok, "" if ok else f"exit codes {rcs}"
 
 
-def run_paramiko_floor(env: Env, hosts: list[Any]) -> tuple[bool, str]:
+def run_paramiko_floor(env: Env, hosts: list[Any], stack: bool = False) -> tuple[bool, str]:
     """One Python process, paramiko, N parallel connections each running one
-    command: the floor of any Python tool on paramiko (bench/paramiko_floor.py)."""
-    p = run_tool([sys.executable, str(BENCH / "paramiko_floor.py"), str(env.info.ssh_key),
+    command: the floor of any Python tool on paramiko; with ``stack``, after
+    loading typer, jinja2, PyYAML and rich (bench/paramiko_floor.py)."""
+    p = run_tool([sys.executable, str(BENCH / "paramiko_floor.py"),
+                  *(["--stack"] if stack else []), str(env.info.ssh_key),
                   str(env.info.known_hosts), SSH_USER, *(h.address for h in hosts)],
                  dict(os.environ))
     ok = p.returncode == 0
@@ -469,8 +474,8 @@ def measure(env: Env, tool: str, scenario: str, hosts: list[Any], repeat: int) -
         ok, detail = run_ansible(env, hosts, scenario)
     elif tool == "ssh-floor":
         ok, detail = run_noop_floor(env, hosts)
-    elif tool == "paramiko-floor":
-        ok, detail = run_paramiko_floor(env, hosts)
+    elif tool in ("paramiko-floor", "stack-floor"):
+        ok, detail = run_paramiko_floor(env, hosts, stack=tool == "stack-floor")
     else:
         ok, detail = run_ssh_loop(env, hosts, scenario, parallel=tool == "ssh-parallel")
     seconds = time.monotonic() - t0
@@ -598,6 +603,9 @@ def targets(summary: list[dict[str, Any]], ns: list[int]) -> list[dict[str, Any]
             "noop_vs_paramiko_floor": ratio(d_noop, lookup(summary, "paramiko-floor", "noop", n)),
             "paramiko_floor_vs_floor": ratio(lookup(summary, "paramiko-floor", "noop", n),
                                              lookup(summary, "ssh-floor", "noop", n)),
+            "stack_floor_vs_floor": ratio(lookup(summary, "stack-floor", "noop", n),
+                                          lookup(summary, "ssh-floor", "noop", n)),
+            "noop_vs_stack_floor": ratio(d_noop, lookup(summary, "stack-floor", "noop", n)),
             "noop_ansible_speedup": ratio(lookup(summary, "ansible", "noop", n), d_noop),
             "changed_vs_floor": ratio(d_chg, lookup(summary, "ssh-parallel", "changed", n)),
             "changed_ansible_speedup": ratio(lookup(summary, "ansible", "changed", n), d_chg),
@@ -682,8 +690,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "| N | no-op / no-op floor (<= 1.5) | Ansible no-op / deployer no-op (>= 10 at 8) | "
         "changed / changed floor (<= 1.2) | Ansible changed / deployer changed (>= 1.5) | "
-        "paramiko floor / no-op floor | no-op / paramiko floor |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "paramiko floor / no-op floor | stack floor / no-op floor | no-op / stack floor |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     def mark(v: float | None, ok: bool | None) -> str:
         return fmt(v) + ("" if v is None or ok is None else (" ✓" if ok else " ✗"))
@@ -695,7 +703,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {n} | {mark(a, a is not None and a <= 1.5)} | "
             f"{mark(b, (b >= 10) if (b is not None and n == 8) else None)} | "
             f"{mark(c, c is not None and c <= 1.2)} | {mark(d, d is not None and d >= 1.5)} | "
-            f"{fmt(t.get('paramiko_floor_vs_floor'))} | {fmt(t.get('noop_vs_paramiko_floor'))} |")
+            f"{fmt(t.get('paramiko_floor_vs_floor'))} | {fmt(t.get('stack_floor_vs_floor'))} | "
+            f"{fmt(t.get('noop_vs_stack_floor'))} |")
     h = data.get("help_startup") or {}
     if h:
         lines += ["", "## `deployer --help` start-up", "",
@@ -724,16 +733,18 @@ def plot(results: Path, png: Path) -> None:
     data = json.loads(results.read_text())
     summary = data["summary"]
     colors = {"deployer": "tab:blue", "ansible": "tab:red", "ssh-loop": "tab:gray",
-              "ssh-parallel": "tab:green", "ssh-floor": "black", "paramiko-floor": "tab:purple"}
+              "ssh-parallel": "tab:green", "ssh-floor": "black", "paramiko-floor": "tab:purple",
+              "stack-floor": "tab:orange"}
     labels = {"ssh-parallel": "ssh-parallel (changed-ship floor)",
               "ssh-floor": "ssh-floor (no-op floor)",
-              "paramiko-floor": "paramiko-floor (Python + paramiko, no-op)"}
+              "paramiko-floor": "paramiko-floor (Python + paramiko, no-op)",
+              "stack-floor": "stack-floor (+ typer, jinja2, yaml, rich, no-op)"}
     panels = {"cold": ["cold"], "changed": ["changed"], "noop": ["noop", "noop+build"],
               "rollback": ["rollback"]}
     ns = sorted({s["hosts"] for s in summary})
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     for ax, (title, scens) in zip(axes.flat, panels.items(), strict=True):
-        for tool in (*TOOLS, "ssh-floor", "paramiko-floor"):
+        for tool in (*TOOLS, "ssh-floor", "paramiko-floor", "stack-floor"):
             for scen in scens:
                 pts = sorted((s["hosts"], s["median_s"]) for s in summary
                              if (s["tool"], s["scenario"]) == (tool, scen) and s["median_s"])
@@ -869,6 +880,7 @@ def main() -> None:
             for rep in range(1, a.repeat + 1):
                 data["runs"].append(asdict(measure(env, "ssh-floor", "noop", hosts, rep)))
                 data["runs"].append(asdict(measure(env, "paramiko-floor", "noop", hosts, rep)))
+                data["runs"].append(asdict(measure(env, "stack-floor", "noop", hosts, rep)))
                 cold = rep <= a.cold_repeat
                 for tool in tools:
                     if tool == "ssh-loop" and rep > a.loop_repeat:
