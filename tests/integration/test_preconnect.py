@@ -9,12 +9,13 @@ whose handshake failed early fails in the job like any unreachable host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from deployer.commands.base import Script, cmd
+from deployer.commands.base import Command, Script, cmd
 from deployer.config.inventory import Host
 from deployer.remote.executor import SSHExecutor
 from deployer.remote.preconnect import Preconnected
@@ -25,6 +26,15 @@ MakeHost = Callable[..., Host]
 
 def _factory(host: Host) -> SSHExecutor:
     return SSHExecutor(host, ssh_config=None)
+
+
+@contextlib.contextmanager
+def preconnected(hosts: list[Host], first: Command | None) -> Iterator[Preconnected]:
+    pre = Preconnected(hosts, _factory, first)
+    try:
+        yield pre
+    finally:
+        pre.close()  # closes what no test took
 
 
 def _counting_read(log: Path) -> Script:
@@ -39,8 +49,7 @@ def test_early_command_runs_once_and_its_result_reaches_the_job(
     log = tmp_path / "ran.log"
     first = _counting_read(log).command()
     host = make_host(name="early-1")
-    pre = Preconnected([host], _factory, first)
-    try:
+    with preconnected([host], first) as pre:
         ex = pre.executor(host)
         res = ex.run(first)
         assert res.stdout == f"state of {log}\n"
@@ -50,8 +59,6 @@ def test_early_command_runs_once_and_its_result_reaches_the_job(
         assert ex.run(cmd("echo", "later")).stdout == "later\n"
         assert getattr(ex, "connections_opened") == 1
         ex.close()
-    finally:
-        pre.close()
 
 
 def test_other_command_first_waits_for_the_early_one(
@@ -62,13 +69,10 @@ def test_other_command_first_waits_for_the_early_one(
     log = tmp_path / "ran.log"
     first = Script('sleep 0.3; echo ran >> "$1"', args=(str(log),)).command()
     host = make_host(name="early-2")
-    pre = Preconnected([host], _factory, first)
-    try:
+    with preconnected([host], first) as pre:
         ex = pre.executor(host)
         assert ex.run(cmd("cat", str(log))).stdout == "ran\n"
         ex.close()
-    finally:
-        pre.close()
 
 
 def test_failed_early_command_is_run_again_by_the_job(
@@ -79,28 +83,22 @@ def test_failed_early_command_is_run_again_by_the_job(
     flag = tmp_path / "ok"
     first = Script('[ -e "$1" ] || exit 7; echo fine', args=(str(flag),)).command()
     host = make_host(name="early-3")
-    pre = Preconnected([host], _factory, first)
-    try:
+    with preconnected([host], first) as pre:
         ex = pre.executor(host)
         flag.write_text("")
         assert ex.run(first).stdout == "fine\n"
         ex.close()
-    finally:
-        pre.close()
 
 
 def test_unreachable_host_fails_in_the_job(
     make_host: MakeHost, no_agent: None, tmp_path: Path
 ) -> None:
     host = make_host(name="early-4", port=1, connect_timeout=2.0)
-    pre = Preconnected([host], _factory, _counting_read(tmp_path / "x").command())
-    try:
+    with preconnected([host], _counting_read(tmp_path / "x").command()) as pre:
         ex = pre.executor(host)
         with pytest.raises(UnreachableError):
             ex.run(cmd("true"))
         ex.close()
-    finally:
-        pre.close()
     assert not (tmp_path / "x").exists()
 
 
@@ -108,12 +106,9 @@ def test_hosts_not_started_early_get_a_fresh_executor(
     make_host: MakeHost, no_agent: None, tmp_path: Path
 ) -> None:
     early, late = make_host(name="early-5"), make_host(name="late-5")
-    pre = Preconnected([early], _factory, None)
-    try:
+    with preconnected([early], None) as pre:
         ex = pre.executor(late)
         assert isinstance(ex, SSHExecutor)
         assert ex.connections_opened == 0  # lazy, opened on first use
         assert ex.run(cmd("echo", "hi")).stdout == "hi\n"
         ex.close()
-    finally:
-        pre.close()  # closes early-5's unused connection
