@@ -15,7 +15,7 @@ from cryptography import x509
 
 from deployer.config.models import InventoryConfig
 from deployer.errors import ConfigError
-from deployer.sandbox import hostimage, inventory, manager, pki
+from deployer.sandbox import hostimage, hosts, inventory, manager, pki
 
 
 def test_server_cert_is_signed_by_the_ca_for_the_ip(tmp_path: Path) -> None:
@@ -41,6 +41,13 @@ def test_htpasswd_is_bcrypt() -> None:
     user, _, hashed = pki.htpasswd_line("deployer", password).strip().partition(":")
     assert user == "deployer" and hashed.startswith("$2")
     assert bcrypt.checkpw(password.encode(), hashed.encode())
+    line = pki.htpasswd_line("deployer", password)
+    assert pki.htpasswd_matches(line, "deployer", password)
+    assert not pki.htpasswd_matches(line, "deployer", password + "x")
+    assert not pki.htpasswd_matches(line, "other", password)
+    # an entry of an older sandbox (cost 10, every registry request paid ~90 ms)
+    old = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    assert not pki.htpasswd_matches(f"deployer:{old}\n", "deployer", password)
 
 
 def test_ssh_keys_load_in_paramiko(tmp_path: Path) -> None:
@@ -112,13 +119,13 @@ def test_sandbox_id_depends_on_the_absolute_path(
 
 
 def test_run_options() -> None:
-    caps = manager._run_options("caps")
+    caps = hosts.run_options("caps")
     assert caps["cap_add"] == ["ALL"] and caps["cap_drop"] == ["SYS_RESOURCE"]
     assert caps["cgroupns"] == "host" and caps["device_cgroup_rules"] == ["a *:* rwm"]
     assert set(caps["tmpfs"]) == {"/run", "/run/lock"}
     assert "seccomp=unconfined" in caps["security_opt"]
     assert caps["systempaths_unconfined"] is True
-    priv = manager._run_options("privileged")
+    priv = hosts.run_options("privileged")
     assert priv["privileged"] is True and "cap_add" not in priv
 
 
@@ -145,12 +152,12 @@ def test_options_default_from_state_then_env(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_host_addresses() -> None:
-    assert manager._host_address("10.213.0.0/24", 1) == "10.213.0.11"
-    assert ipaddress.ip_address(manager._host_address("10.213.5.0/24", 200)) == (
+    assert hosts.host_address("10.213.0.0/24", 1) == "10.213.0.11"
+    assert ipaddress.ip_address(hosts.host_address("10.213.5.0/24", 200)) == (
         ipaddress.ip_address("10.213.5.210")
     )
     with pytest.raises(ConfigError):
-        manager._host_address("10.213.0.0/26", 60)
+        hosts.host_address("10.213.0.0/26", 60)
 
 
 def test_inventory_rewrite_keeps_user_keys(tmp_path) -> None:
