@@ -18,6 +18,7 @@ never from timings.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -179,16 +180,18 @@ class Project:
         return str(yaml.safe_load((self.root / "deployer.yaml").read_text())["app"])
 
 
-def _up(tmp: Path, src: Path, hosts: int, env: dict[str, str]) -> Project:
+@contextlib.contextmanager
+def app_sandbox(tmp: Path, src: Path, hosts: int, env: dict[str, str]) -> Iterator[Project]:
+    """A copy of the app ``src`` in ``tmp`` with its own sandbox of ``hosts``
+    hosts (Docker preinstalled), torn down on the way out."""
     from deployer.sandbox import manager
 
     shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".deployer"))
     try:
         info = manager.up(tmp, hosts=hosts, base_image=BASE_IMAGE, with_docker=True)
-    except BaseException:
+        yield Project(tmp, info, env)
+    finally:
         manager.down(tmp)
-        raise
-    return Project(tmp, info, env)
 
 
 # --------------------------------------------------------------------------
@@ -197,12 +200,8 @@ def _up(tmp: Path, src: Path, hosts: int, env: dict[str, str]) -> Project:
 
 @pytest.fixture(scope="class")
 def roll(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    from deployer.sandbox import manager
-
-    tmp = tmp_path_factory.mktemp("rollapp")
-    p = _up(tmp, ROLLAPP, 4, {})
-    yield p
-    manager.down(tmp)
+    with app_sandbox(tmp_path_factory.mktemp("rollapp"), ROLLAPP, 4, {}) as p:
+        yield p
 
 
 def all_hosts(p: Project) -> dict[str, dict[str, Any]]:
@@ -407,12 +406,9 @@ class TestRollout:
 
 @pytest.fixture(scope="class")
 def roles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    from deployer.sandbox import manager
-
-    tmp = tmp_path_factory.mktemp("roles")
-    p = _up(tmp, FLASK, 3, {"DB_PASSWORD": DB_PASSWORD})
-    yield p
-    manager.down(tmp)
+    with app_sandbox(tmp_path_factory.mktemp("roles"), FLASK, 3,
+                     {"DB_PASSWORD": DB_PASSWORD}) as p:
+        yield p
 
 
 def services_running(p: Project, name: str) -> set[str]:
