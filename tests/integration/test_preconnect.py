@@ -10,6 +10,7 @@ whose handshake failed early fails in the job like any unreachable host.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -80,13 +81,20 @@ def test_failed_early_command_is_run_again_by_the_job(
 ) -> None:
     """A result that is not ok is not handed over: the job runs the command
     itself, so its error carries the job's step like any other failure."""
-    flag = tmp_path / "ok"
-    first = Script('[ -e "$1" ] || exit 7; echo fine', args=(str(flag),)).command()
+    flag, log = tmp_path / "ok", tmp_path / "ran.log"
+    # The log line is written after the flag is checked: once it exists,
+    # the early run has failed for sure.
+    first = Script('[ -e "$1" ] && r=0 || r=7; echo ran >> "$2"; [ "$r" = 0 ] || exit 7; '
+                   'echo fine', args=(str(flag), str(log))).command()
     host = make_host(name="early-3")
     with preconnected([host], first) as pre:
-        ex = pre.executor(host)
+        deadline = time.monotonic() + 20
+        while not log.exists() and time.monotonic() < deadline:  # the early run failed
+            time.sleep(0.05)
         flag.write_text("")
+        ex = pre.executor(host)
         assert ex.run(first).stdout == "fine\n"
+        assert log.read_text() == "ran\nran\n"  # the failed result was not handed over
         ex.close()
 
 
