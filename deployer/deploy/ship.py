@@ -118,6 +118,17 @@ class HostShip:
             env=env,
         )
 
+    def _read_state(self) -> release.RemoteState:
+        with self.run.step("read current release"):
+            return release.parse_state(self.ex.run(release.read_state(self.dir)).stdout)
+
+    def _unchanged(self, state: release.RemoteState) -> bool:
+        """The current release is exactly this plan (a broken or missing
+        manifest never is)."""
+        manifest = state.manifest
+        return bool(state.current and manifest
+                    and manifest.get("fingerprint") == self.hp.fingerprint)
+
     def _check_cancel(self, where: str) -> None:
         if self.s.cancel.is_set():
             raise Interrupted(self.hp.host.name, where, "interrupted; nothing was started")
@@ -132,10 +143,8 @@ class HostShip:
         # `docker version` and `docker-compose version`, a Python program on
         # Debian 12). An unchanged host so costs one command instead of two,
         # which the benchmark showed as most of a no-op ship's time per host.
-        with run.step("read current release"):
-            state = release.parse_state(ex.run(release.read_state(self.dir)).stdout)
-        manifest = state.manifest
-        if state.current and manifest and manifest.get("fingerprint") == hp.fingerprint:
+        state = self._read_state()
+        if self._unchanged(state):
             return run.report("unchanged", release=state.current, detail="nothing changed")
         facts = ensure_docker(ex, hp.host, run)
         if not state.writable:
@@ -158,10 +167,8 @@ class HostShip:
                 # Another run switched releases between our read (sent early,
                 # while the images were staged) and the lock: what to roll
                 # back to, and whether anything changed, must come from now.
-                with run.step("read current release"):
-                    state = release.parse_state(ex.run(release.read_state(self.dir)).stdout)
-                manifest = state.manifest
-                if manifest and manifest.get("fingerprint") == hp.fingerprint:
+                state = self._read_state()
+                if self._unchanged(state):
                     return run.report("unchanged", release=state.current,
                                       detail="nothing changed")
             with run.step("clean up stale uploads"):
@@ -187,7 +194,7 @@ class HostShip:
             with run.step("pull images"):
                 ex.run(compose.pull(), timeout=900)
             self._check_cancel("compose up")
-            return self._up_and_gate(facts, compose, state.current, manifest, env)
+            return self._up_and_gate(facts, compose, state.current, state.manifest, env)
         finally:
             if login is not None:
                 with contextlib.suppress(HostError):
