@@ -65,6 +65,8 @@ VENV = BENCH / ".venv"
 APP = "benchweb"
 SCENARIOS = ("cold", "changed", "noop", "rollback")
 TOOLS = ("deployer", "ansible", "ssh-loop", "ssh-parallel")
+FLOORS = ("ssh-floor", "paramiko-floor", "stack-floor")
+ROW_ORDER = TOOLS + FLOORS  # table rows: tools, then floors from the bare one up
 SSH_USER = "deploy"
 
 # --------------------------------------------------------------------------
@@ -647,7 +649,7 @@ def markdown(data: dict[str, Any]) -> str:
         "|---|---|" + "---:|" * len(ns),
     ]
     keys = sorted({(s["tool"], s["scenario"]) for s in summary},
-                  key=lambda k: (TOOLS.index(k[0]) if k[0] in TOOLS else 9, k[1]))
+                  key=lambda k: (ROW_ORDER.index(k[0]) if k[0] in ROW_ORDER else 99, k))
     for tool, scen in keys:
         cells = []
         for n in ns:
