@@ -10,7 +10,7 @@ which every host gets (build once, deploy everywhere: never per host).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
@@ -163,33 +163,29 @@ def resolve_pushed(
     check_inputs(project, tag)
     reporter = reporter or make_reporter()
     auth = registry_auth(project.registry)
+    creds = (auth["username"], auth["password"]) if auth else (None, None)
+    server = project.registry.server
     pinned: dict[str, str] = {}
-    todo = dict(project.config.images)
-    if engine is None:
-        # Fast path: the registry's HTTP API, without the Docker SDK or the
-        # engine (most of a no-op ship's time); anything unclear -> the engine.
-        reg = project.registry
-        password = str.__str__(reg.password) if reg.password else None
-        for name, image in project.config.images.items():
-            digest = manifest_digest(reg.server, image.repository, tag, reg.username, password)
-            if digest:
-                reporter.note(name, f"using pushed {_target(project, name)}:{tag}@{digest[:19]}")
-                pinned[name] = pinned_ref(reg.server, image.repository, tag, digest)
-                del todo[name]
     try:
-        if not todo:
-            return pinned
-        with _engine(engine) as eng:
-            for name, image in todo.items():
+        with ExitStack() as stack:
+            eng = engine
+            for name, image in project.config.images.items():
                 ref = f"{_target(project, name)}:{tag}"
-                digest = eng.registry_digest(ref, auth)
+                # Fast path: the registry's HTTP API, without the Docker SDK
+                # or the engine (most of a no-op ship's time); None for
+                # anything it does not fully understand, then the engine.
+                digest = (manifest_digest(server, image.repository, tag, *creds)
+                          if engine is None else None)
+                if digest is None:
+                    eng = eng or stack.enter_context(_engine(None))
+                    digest = eng.registry_digest(ref, auth)
                 if digest is None:
                     raise DeployError(
                         f"image {name!r}: {ref} is not in the registry",
                         "ship without --skip-build, or pass the --tag of a pushed release",
                     )
                 reporter.note(name, f"using pushed {ref}@{digest[:19]}")
-                pinned[name] = pinned_ref(project.registry.server, image.repository, tag, digest)
+                pinned[name] = pinned_ref(server, image.repository, tag, digest)
     finally:
         reporter.close()
     return pinned
