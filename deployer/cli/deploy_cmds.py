@@ -21,7 +21,6 @@ from deployer.errors import EXIT_DEPLOY, EXIT_INTERRUPTED
 if TYPE_CHECKING:
     from deployer.config import Host, Project
     from deployer.deploy.api import RunOptions
-    from deployer.remote.preconnect import Preconnected
     from deployer.report.model import RunReport
     from deployer.report.reporters import Reporter
 
@@ -91,13 +90,14 @@ def ship(
 ) -> None:
     """Build and push once, then deploy to every host: upload, compose up,
     wait healthy, roll back on failure."""
+    from deployer.deploy.api import preconnect_first_batch
     from deployer.deploy.api import ship as do_ship
     from deployer.tags import project_tag
 
     state, project, hosts = _load(ctx, env, limit)
     opts = _opts(project, batches, max_parallel)
     tag = tag or project_tag(project.root)
-    pre = _preconnect(project, hosts, opts)
+    pre = preconnect_first_batch(project, hosts, opts)
     try:
         images = _images(state, project, tag, skip_build)
         # do_ship renders every host before it starts any: a template error
@@ -108,23 +108,6 @@ def ship(
         _finish(reporter, do_ship(project, hosts, images, tag, reporter, opts))
     finally:
         pre.close()
-
-
-def _preconnect(project: Project, hosts: list[Host], opts: RunOptions) -> Preconnected:
-    """Start the first batch's SSH handshakes and state reads now, so they
-    overlap the image stage (the benchmark's no-op ship spent most of its time
-    in the three, one after the other). Nothing that changes a host runs
-    before the stage succeeds; the ship re-reads the state under its lock if
-    another run switched releases in between."""
-    from deployer.commands.release import read_state
-    from deployer.deploy.rollout import batch_sizes
-    from deployer.remote.preconnect import Preconnected
-
-    sizes = batch_sizes(len(hosts), opts.policy.batches)
-    first = min(sizes[0] if sizes else 0, opts.policy.max_parallel)
-    pre = Preconnected(hosts[:first], opts.executor, read_state(project.deploy_dir))
-    opts.executor = pre.executor
-    return pre
 
 
 def _images(state: State, project: Project, tag: str, skip_build: bool) -> dict[str, str]:

@@ -20,8 +20,9 @@ sent early: the job may never ask for them (say, the image stage failed).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from deployer.commands.base import Command
 from deployer.config.inventory import Host
@@ -88,12 +89,9 @@ class Preconnected:
         self._factory = factory
         self._first = first
         self._execs: dict[str, Executor] = {h.name: factory(h) for h in hosts}
-        self._futures: dict[str, Future[Result | None]] = {}
-        if self._execs:
-            pool = ThreadPoolExecutor(max_workers=len(self._execs),
-                                      thread_name_prefix="preconnect")
-            self._futures = {n: pool.submit(_open, ex, first) for n, ex in self._execs.items()}
-            pool.shutdown(wait=False)
+        self._futures: dict[str, Future[Result | None]] = {
+            name: _in_background(name, ex, first) for name, ex in self._execs.items()
+        }
 
     def executor(self, host: Host) -> Executor:
         ex = self._execs.pop(host.name, None)
@@ -102,8 +100,34 @@ class Preconnected:
         return _Prefetched(ex, self._first, self._futures[host.name])
 
     def close(self) -> None:
-        for name, ex in list(self._execs.items()):
-            with contextlib.suppress(Exception):
-                self._futures[name].result()
-                ex.close()
+        """Close the connections no job took, without waiting for handshakes
+        still under way: an unreachable host would otherwise hold back the
+        run's error message for its whole connect timeout. Such a connection
+        is closed when its handshake ends."""
+        for name, ex in self._execs.items():
+            self._futures[name].add_done_callback(_closer(ex))
         self._execs.clear()
+
+
+def _in_background(name: str, ex: Executor, first: Command | None) -> Future[Result | None]:
+    """Run :func:`_open` in a daemon thread: a process that is done (say, its
+    image stage failed) exits without waiting for a slow handshake."""
+    fut: Future[Result | None] = Future()
+
+    def work() -> None:
+        res: Result | None = None
+        try:
+            res = _open(ex, first)
+        finally:  # always settled: a job waits on it before using ``ex``
+            fut.set_result(res)
+
+    threading.Thread(target=work, daemon=True, name=f"preconnect-{name}").start()
+    return fut
+
+
+def _closer(ex: Executor) -> Callable[[Future[Result | None]], None]:
+    def close(_done: Future[Result | None]) -> None:
+        with contextlib.suppress(Exception):  # closing a dead connection
+            ex.close()
+
+    return close

@@ -10,6 +10,8 @@ whose handshake failed early fails in the job like any unreachable host.
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,3 +122,32 @@ def test_hosts_not_started_early_get_a_fresh_executor(
         assert ex.connections_opened == 0  # lazy, opened on first use
         assert ex.run(cmd("echo", "hi")).stdout == "hi\n"
         ex.close()
+
+
+def test_close_does_not_wait_for_a_handshake_under_way(
+    make_host: MakeHost, no_agent: None
+) -> None:
+    """The image stage failed while a host was still handshaking: close()
+    must return at once (the user's error message waits for it), and the
+    connection is closed when the handshake ends."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    host = make_host(name="early-6", port=server.getsockname()[1], connect_timeout=30.0)
+    ex = _factory(host)
+    pre = Preconnected([host], lambda h: ex, None)
+    deadline = time.monotonic() + 10
+    while not accepted and time.monotonic() < deadline:  # TCP up, no SSH banner yet
+        time.sleep(0.05)
+    assert accepted, "the early connect never reached the server"
+    handshake = pre._futures["early-6"]
+    pre.close()
+    assert not handshake.done()  # close() did not wait for it
+    accepted[0].close()  # the server hangs up: the handshake fails at once
+    server.close()
+    handshake.result(timeout=10)
+    deadline = time.monotonic() + 5  # the done-callback runs right after
+    while not getattr(ex, "_closed") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(RuntimeError, match="executor is closed"):  # closed once it ended
+        ex.run(cmd("true"))
