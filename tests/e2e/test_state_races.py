@@ -135,3 +135,30 @@ def test_failed_release_goes_back_to_what_is_current_under_the_lock(race: Projec
     assert ex.seen.count("read current release") == 2
     assert race.current(name) == first_release
     assert get(race.address(name))["greeting"] == "one"
+
+
+def test_rollback_refuses_when_another_run_switched_meanwhile(race: Project) -> None:
+    """Our rollback listed the releases, then another rollback switched the
+    host before our lock: ours changes nothing and says so."""
+    from deployer.deploy import day2
+
+    name = race.names()[0]
+    ids = json.loads(race.run("-o", "json", "releases", "sandbox").stdout)[name]["releases"]
+    theirs, ours = ids[1], ids[2]
+    before = race.current(name)
+    assert before not in (theirs, ours)
+    project = load_project(race.root, "sandbox", race.env)
+
+    def other_run() -> None:
+        race.run("-o", "json", "rollback", "sandbox", "--to", theirs)
+
+    def factory(host: Any) -> SwitchBeforeLock:
+        return SwitchBeforeLock(SSHExecutor(host), other_run)
+
+    opts = RunOptions(policy=policy_for(project), executor=factory)  # type: ignore[arg-type]
+    run = day2.rollback(project, project.hosts, ours, PlainReporter(), opts)
+    rep = run.hosts[0]
+    assert rep.result == "failed" and rep.release == theirs, json.dumps(run.to_json(), indent=2)
+    assert f"another run switched this host to {theirs}" in (rep.error or "")
+    assert race.current(name) == theirs
+    assert not race.sh(name, f"ls -A /opt/{race.app}/.lock 2>/dev/null || true").strip()
