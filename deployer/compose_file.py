@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from deployer.errors import ConfigError
+from deployer.release_files import CopySpec
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ServerCompose:
     shared_dirs: list[str] = field(default_factory=list)  # relative to <deploy_dir>/shared
     healthchecked: list[str] = field(default_factory=list)
     oneshot: list[str] = field(default_factory=list)
+    copies: list[CopySpec] = field(default_factory=list)  # config paths shipped in the release
 
 
 # Every host's rendered compose file is parsed on every ship, no-op included:
