@@ -7,6 +7,7 @@ the plan would not show.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import json
@@ -19,7 +20,8 @@ from typing import Any
 from deployer.compose_file import ServerCompose, server_compose
 from deployer.config import Host, Project
 from deployer.errors import ConfigError
-from deployer.render import RenderedFile, Renderer, check_reserved
+from deployer.release_files import ReleaseFile
+from deployer.render import Renderer, check_reserved
 
 MANIFEST = "manifest.json"
 
@@ -28,7 +30,7 @@ MANIFEST = "manifest.json"
 class HostPlan:
     host: Host
     release: str
-    files: list[RenderedFile]
+    files: list[ReleaseFile]
     compose: ServerCompose
     images: dict[str, str]
 
@@ -117,13 +119,13 @@ def build_plan(
         cf = by_dest[compose_dest]
         compose = server_compose(
             cf.content.decode(),
-            where=f"{cf.template} (rendered for {host.name})",
+            where=f"{cf.origin} (rendered for {host.name})",
             deploy_dir=project.deploy_dir,
             uploaded=list(by_dest),
             services=host.services,
         )
         files = [
-            RenderedFile(f.dest, compose.text.encode(), f.mode, f.template)
+            dataclasses.replace(f, data=compose.text.encode())
             if f.dest == compose_dest
             else f
             for f in files

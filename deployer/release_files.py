@@ -10,7 +10,11 @@ the fingerprint, sent as one tar stream).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,35 @@ class CopySpec:
     secret: bool = False
     exclude: tuple[str, ...] = ()
     origin: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    """One file of a release, as uploaded.
+
+    ``kind``: ``template`` (rendered per host; ``data`` holds the bytes) or
+    ``copy`` (a project file shipped byte for byte; read from ``source`` when
+    needed, so a large tree is not held in memory by every host's plan).
+    ``origin``: the template path, or the project path it was copied from.
+    ``secret``: content never printed (0600 files, env files, secrets).
+    """
+
+    dest: str
+    mode: int
+    origin: str
+    kind: Literal["template", "copy"] = "template"
+    data: bytes | None = None
+    source: Path | None = None
+    secret: bool = False
+
+    @property
+    def content(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        if self.source is None:
+            raise ValueError(f"release file {self.dest!r} has neither data nor a source")
+        return self.source.read_bytes()
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()

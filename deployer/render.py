@@ -6,35 +6,20 @@ template, line, variable and host, never an empty string in a config file.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.config import Host, Project
 from deployer.config.models import FileSpec
 from deployer.errors import ConfigError
+from deployer.release_files import ReleaseFile
 
 if TYPE_CHECKING:
     import jinja2
 
 RESERVED = ("app", "env", "host", "images", "release", "groups", "deploy_dir")
-
-
-@dataclass(frozen=True)
-class RenderedFile:
-    """One file of a release, as uploaded."""
-
-    dest: str
-    content: bytes
-    mode: int
-    template: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
 
 
 def _environment(root: Path) -> jinja2.Environment:
@@ -120,17 +105,18 @@ class Renderer:
 
     def render(
         self, host: Host, images: Mapping[str, str], release: str
-    ) -> list[RenderedFile]:
+    ) -> list[ReleaseFile]:
         ctx = host_context(self.project, host, images, release)
         out = []
         for spec in files_for(self.project, host):
             tpl = self._template(spec.template, host)
             out.append(
-                RenderedFile(
+                ReleaseFile(
                     spec.dest,
-                    self._render_one(tpl, spec.template, ctx, host).encode(),
                     spec.mode_int,
                     spec.template,
+                    data=self._render_one(tpl, spec.template, ctx, host).encode(),
+                    secret=spec.mode_int & 0o077 == 0,
                 )
             )
         return out
