@@ -215,7 +215,7 @@ def evaluate(
     the caller reports if the deadline passes.
 
     ``oneshot``: the services known to be one-shots (from the compose file,
-    :attr:`deployer.compose_file.ServerCompose.oneshot`); with None, a
+    :attr:`deployer.project.ServerCompose.oneshot`); with None, a
     container that exited 0 under restart policy ``no``/``on-failure`` counts
     as a finished one-shot. Containers of other services and ``compose run``
     containers are ignored.

@@ -116,6 +116,7 @@ class HostShip:
             sudo=facts.docker_sudo,
             cwd=release.release_dir(self.dir, release_id),
             env=env,
+            profiles=tuple(self.hp.compose.profiles),
         )
 
     def _read_state(self) -> release.RemoteState:
