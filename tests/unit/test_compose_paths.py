@@ -461,3 +461,29 @@ def test_compose_project_name_that_differs_is_reported(tmp_path: Path) -> None:
     sc = run(tmp_path, "services:\n  web:\n    image: x\n")
     assert len(sc.notes) == 1 and "COMPOSE_PROJECT_NAME=other" in sc.notes[0]
     assert "'app'" in sc.notes[0]
+
+
+# -- class 4 (and .env as compose reads it): deployer's own ${...} -----------
+
+
+def test_dotenv_feeds_deployer_yaml_and_the_environment_wins(make_project, tmp_path) -> None:
+    from deployer.config import load_project
+    from deployer.secrets import mask
+
+    root = make_project()
+    cfg = (root / "deployer.yaml").read_text().replace(
+        "    context: .\n",
+        "    context: .\n    dockerfile: ${DOCKERFILE}\n"
+        "    args: {VERSION: '${VERSION:?set VERSION}'}\n")
+    (root / "deployer.yaml").write_text(cfg)
+    (root / ".env").write_text(
+        "DOCKERFILE=Dockerfile.prod\nVERSION=1.4\nDB_PASSWORD=from-dotenv\n")
+    env = {"REGISTRY_PASSWORD": "r", "DB_PASSWORD": "from-env"}
+    p = load_project(root, "prod", env)
+    img = p.config.images["web"]
+    assert img.dockerfile == "Dockerfile.prod" and img.args == {"VERSION": "1.4"}
+    assert mask("version 1.4") == "version ******"  # from .env: a secret, as from the env
+    assert p.hosts[0].vars["db_password"] == "from-env"
+    (root / ".env").write_text("DOCKERFILE=D\n")
+    with pytest.raises(ConfigError, match="VERSION is required: set VERSION"):
+        load_project(root, "prod", env)
