@@ -202,7 +202,16 @@ class _Reader:
             )
         return rel
 
+    def uploaded_covers(self, rel: str) -> bool:
+        """A rendered template (or ``files:`` entry) is, or is inside, ``rel``."""
+        return rel in self.uploaded or any(
+            u.startswith(rel.rstrip("/") + "/") for u in self.uploaded
+        )
+
     def copy(self, rel: str, origin: str, secret: bool) -> None:
+        """Ship ``rel`` from the project, unless a template already makes it."""
+        if self.uploaded_covers(rel):
+            return
         old = self.copies.get(rel)
         secret = secret or bool(old and old.secret)
         self.copies[rel] = CopySpec(
@@ -339,10 +348,7 @@ class _Reader:
         rel = self.rel(base, src, f"{what}: bind mount source")
         ctx = self.ctx
         if ctx is None:
-            covered = rel in self.uploaded or any(
-                u.startswith(rel.rstrip("/") + "/") for u in self.uploaded
-            )
-            kind: paths.Kind = "uploaded" if covered else "data"
+            kind: paths.Kind = "uploaded" if self.uploaded_covers(rel) else "data"
         else:
             kind = paths.classify(
                 rel,

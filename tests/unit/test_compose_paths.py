@@ -487,3 +487,17 @@ def test_dotenv_feeds_deployer_yaml_and_the_environment_wins(make_project, tmp_p
     (root / ".env").write_text("DOCKERFILE=D\n")
     with pytest.raises(ConfigError, match="VERSION is required: set VERSION"):
         load_project(root, "prod", env)
+
+
+def test_rendered_templates_are_not_copied_again(tmp_path: Path) -> None:
+    # app.env and the secret are rendered from templates: nothing local to copy
+    sc = run(tmp_path, """\
+        services:
+          web:
+            image: x
+            env_file: app.env
+            volumes: ["./conf:/conf"]
+        secrets:
+          pw: {file: ./pw.txt}
+        """, uploaded=("docker-compose.yaml", "app.env", "pw.txt", "conf/a.ini"))
+    assert sc.copies == [] and sc.shared_dirs == []
