@@ -501,3 +501,49 @@ def test_rendered_templates_are_not_copied_again(tmp_path: Path) -> None:
           pw: {file: ./pw.txt}
         """, uploaded=("docker-compose.yaml", "app.env", "pw.txt", "conf/a.ini"))
     assert sc.copies == [] and sc.shared_dirs == []
+
+
+# -- check: every file the release would miss, offline, exit 2 ---------------
+
+
+def _check(root: Path) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    from conftest import ENV
+
+    env = {**{k: v for k, v in os.environ.items() if k not in ENV}, **ENV, "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "deployer", "-C", str(root), "check", "prod"],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize(("compose", "needles"), [
+    ("    env_file: [web.env]\n", ["service web: env_file[0]", "'web.env' does not exist"]),
+    ("    extends: {file: base.yml, service: web}\n",
+     ["service web: extends.file", "'base.yml' does not exist"]),
+    ("    volumes: ['./local.conf:/etc/local.conf']\n",
+     ["service web: volumes[0]", "'./local.conf'", "files: [{copy: local.conf",
+      "shared: [local.conf]"]),
+])
+def test_check_refuses_what_the_release_would_miss(make_project, compose: str,
+                                                   needles: list[str]) -> None:
+    root = make_project({"templates/docker-compose.yaml.j2":
+                         "services:\n  web:\n    image: '{{ images.web }}'\n" + compose})
+    (root / "local.conf").write_text("x\n")
+    git(root, "deployer.yaml")
+    p = _check(root)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in p.stderr, p.stderr
+
+
+def test_check_refuses_a_missing_secret_file_and_passes_once_it_exists(make_project) -> None:
+    root = make_project({"templates/docker-compose.yaml.j2": (
+        "services:\n  web:\n    image: '{{ images.web }}'\n    secrets: [pw]\n"
+        "secrets:\n  pw:\n    file: ./pw.txt\n")})
+    p = _check(root)
+    assert p.returncode == 2 and "secrets.pw.file: './pw.txt' does not exist" in p.stderr
+    (root / "pw.txt").write_text("s3cret\n")
+    p = _check(root)
+    assert p.returncode == 0, p.stderr
