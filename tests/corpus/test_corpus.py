@@ -103,18 +103,9 @@ def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     return rc, o.out, o.err
 
 
-def _assemble(root: Path, out: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-              ) -> None:
+def _assemble(root: Path, out: Path, plan: Any) -> None:
     """Fallback for ``plan --out`` until it exists: each host's release
     folder from build_plan's files and copies."""
-    from deployer.config import load_project
-    from deployer.plan import build_plan, image_refs
-
-    with monkeypatch.context() as m:
-        for k, v in env.items():
-            m.setenv(k, v)
-        project = load_project(root, "prod")
-        plan = build_plan(project, project.hosts, image_refs(project, "t1"), "r1", "t1")
     try:
         tracked: set[str] | None = set(subprocess.run(
             ["git", "-C", str(root), "ls-files"], capture_output=True, text=True,
@@ -174,6 +165,13 @@ def _normalise(cfg: dict[str, Any], folder: Path, shared: str | None,
     return data
 
 
+def _repo(ref: str | None) -> str:
+    """``server/repository`` of an image reference, without tag or digest."""
+    name = (ref or "").split("@")[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':')[0]}" if head else last.split(":")[0]
+
+
 def _bind_sources(cfg: dict[str, Any]) -> list[str]:
     out = [v["source"] for s in cfg.get("services", {}).values()
            for v in s.get("volumes", []) if v.get("type") == "bind"]
@@ -207,14 +205,6 @@ def test_corpus_project(name: str, tmp_path: Path, docker_compose: Path,
     assert rc == 0, err
     assert out.startswith("ok: ")
 
-    release_root = tmp_path / "out"
-    rc, out, err = _cli(capsys, monkeypatch, env, "-C", str(root), "plan", "prod",
-                        "--out", str(release_root))
-    if rc == 2 and "--out" in err:  # not on main yet: assemble the folders here
-        _assemble(root, release_root, env, monkeypatch)
-    else:
-        assert rc == 0, err
-
     # What deployer decided, against what the corpus says it must.
     from deployer.config import load_project
     from deployer.plan import build_plan, image_refs
@@ -225,6 +215,14 @@ def test_corpus_project(name: str, tmp_path: Path, docker_compose: Path,
         project = load_project(root, "prod")
         refs = image_refs(project, "t1")
         plan = build_plan(project, project.hosts, refs, "r1", "t1")
+
+    release_root = tmp_path / "out"
+    rc, out, err = _cli(capsys, monkeypatch, env, "-C", str(root), "plan", "prod",
+                        "--out", str(release_root))
+    if rc == 2 and "--out" in err:  # not on main yet: assemble the folders here
+        _assemble(root, release_root, plan)
+    else:
+        assert rc == 0, err
     hp = plan.hosts[0]
     expect = spec.get("expect") or {}
     decided = {
@@ -253,7 +251,8 @@ def test_corpus_project(name: str, tmp_path: Path, docker_compose: Path,
     assert sorted(orig["services"]) == sorted(hp.compose.services), \
         "deployer and compose disagree on the active services"
     shared = f"{project.deploy_dir}/shared"
-    deployer_images = set(refs.values())
+    # By repository: `plan --out` tags the images its own way.
+    deployer_images = {_repo(r) for r in refs.values()}
     for hplan in plan.hosts:
         folder = release_root / hplan.host.name
         assert (folder / compose_dest).is_file()
@@ -276,12 +275,13 @@ def test_corpus_project(name: str, tmp_path: Path, docker_compose: Path,
                     f"data path {d} is inside the release folder"
         # built services now pull deployer's image, without pull_policy never/build
         for s in got["services"].values():
-            if s.get("image") in deployer_images:
+            if _repo(s.get("image")) in deployer_images:
                 assert s.get("pull_policy") not in ("never", "build")
         for s in orig["services"]:
             if "build" in orig["services"][s]:
-                assert got["services"][s]["image"] in deployer_images
-        retargeted = {n for n, s in got["services"].items() if s.get("image") in deployer_images}
+                assert _repo(got["services"][s]["image"]) in deployer_images
+        retargeted = {n for n, s in got["services"].items()
+                      if _repo(s.get("image")) in deployer_images}
         assert _normalise(got, folder, shared, retargeted) == _normalise(
             orig, root, None, retargeted)
         # config is copied byte for byte, with its mode

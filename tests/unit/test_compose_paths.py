@@ -547,3 +547,36 @@ def test_check_refuses_a_missing_secret_file_and_passes_once_it_exists(make_proj
     (root / "pw.txt").write_text("s3cret\n")
     p = _check(root)
     assert p.returncode == 0, p.stderr
+
+
+def test_inventory_profiles_override_deployer_yaml_and_reach_compose_up(make_project) -> None:
+    from conftest import ENV
+
+    from deployer.config import load_project
+    from deployer.deploy.steps import ship_steps
+    from deployer.plan import build_plan, image_refs
+
+    root = make_project({
+        "templates/docker-compose.yaml.j2": PROFILED,
+        "templates/app.conf.j2": "x\n",
+    })
+    cfg = root / "deployer.yaml"
+    cfg.write_text(cfg.read_text() + "profiles: [debug]\n")
+    p = load_project(root, "prod", ENV)
+    hp = build_plan(p, p.hosts, image_refs(p, "t"), "r", "t").hosts[0]
+    assert hp.compose.services == ["web", "debug"]
+    inv = root / "inventories/prod.yaml"
+    inv.write_text(inv.read_text() + "profiles: [jobs]\n")
+    p = load_project(root, "prod", ENV)
+    hp = build_plan(p, p.hosts, image_refs(p, "t"), "r", "t").hosts[0]
+    assert hp.compose.services == ["web", "worker"] and hp.compose.profiles == ["jobs"]
+    up = next(s for s in ship_steps(p, hp) if s.name == "compose up").commands[0]
+    assert "--profile jobs" in up.display()
+
+
+def test_check_reports_a_different_compose_project_name(make_project) -> None:
+    root = make_project()
+    (root / ".env").write_text("COMPOSE_PROJECT_NAME=legacy\n")
+    p = _check(root)
+    assert p.returncode == 0, p.stderr
+    assert "note: COMPOSE_PROJECT_NAME=legacy differs from the app 'shop'" in p.stderr
