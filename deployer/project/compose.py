@@ -15,7 +15,9 @@ returns, per host:
   dropped from services whose image deployer pushes. Written with ruamel.yaml
   (YAML 1.2, comments and tags kept), and only when something changed;
 - ``services`` (started and awaited: active under the enabled profiles),
-  ``healthchecked``, ``oneshot`` and ``profiles`` (passed to ``compose up``).
+  ``healthchecked``, ``oneshot`` (must exit 0), ``may_exit`` (``restart: "no"``:
+  done when it exits 0, fine while running) and ``profiles`` (passed to
+  ``compose up``).
 
 Missing files the release needs (an ``env_file``, a secret or config file, an
 ``extends`` file) and bind files deployer cannot classify are a
@@ -38,7 +40,7 @@ from deployer.errors import ConfigError
 from deployer.project import paths
 from deployer.project.dotenv import DOTENV, read_dotenv
 from deployer.project.interpolate import escape, substitute
-from deployer.project.profiles import active_services, enabled_profiles, is_oneshot
+from deployer.project.profiles import active_services, enabled_profiles, is_oneshot, may_exit
 from deployer.project.yaml12 import dump_rt, load_fast, load_rt
 from deployer.release_files import CopySpec
 
@@ -54,7 +56,8 @@ class ServerCompose:
     services: list[str]  # active on this host: started and awaited
     shared_dirs: list[str] = field(default_factory=list)  # relative to <deploy_dir>/shared
     healthchecked: list[str] = field(default_factory=list)
-    oneshot: list[str] = field(default_factory=list)
+    oneshot: list[str] = field(default_factory=list)  # must exit 0 to be healthy
+    may_exit: list[str] = field(default_factory=list)  # healthy running or exited 0
     copies: list[CopySpec] = field(default_factory=list)  # config paths shipped in the release
     profiles: list[str] = field(default_factory=list)  # enabled, passed as --profile
     notes: list[str] = field(default_factory=list)  # things check/plan should say
@@ -146,6 +149,7 @@ def _copy(sc: ServerCompose) -> ServerCompose:
         shared_dirs=list(sc.shared_dirs),
         healthchecked=list(sc.healthchecked),
         oneshot=list(sc.oneshot),
+        may_exit=list(sc.may_exit),
         copies=list(sc.copies),
         profiles=list(sc.profiles),
         notes=list(sc.notes),
@@ -278,6 +282,7 @@ class _Reader:
                 and not svcs[n]["healthcheck"].get("disable")
             ],
             oneshot=[n for n in active if is_oneshot(n, svcs)],
+            may_exit=[n for n in active if not is_oneshot(n, svcs) and may_exit(n, svcs)],
             copies=_prune_nested(self.copies),
             profiles=enabled,
             notes=self.notes,

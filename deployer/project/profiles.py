@@ -40,12 +40,9 @@ def active_services(
 
 
 def is_oneshot(name: str, svcs: Mapping[str, Any]) -> bool:
-    """A service that is done once it exits 0:
-    - another service waits on it with ``service_completed_successfully``;
-    - it is labelled ``deployer.oneshot=true``;
-    - it says ``restart: "no"`` (compose's default, but written on purpose)
-      or ``deploy.restart_policy.condition: none``.
-    """
+    """A service that must finish (exit 0) before the release is healthy:
+    another service waits on it with ``service_completed_successfully``, or
+    it is labelled ``deployer.oneshot=true``."""
     for s in svcs.values():
         deps = s.get("depends_on") if isinstance(s, dict) else None
         if isinstance(deps, dict):
@@ -58,8 +55,17 @@ def is_oneshot(name: str, svcs: Mapping[str, Any]) -> bool:
     labels = spec.get("labels")
     if isinstance(labels, dict) and str(labels.get("deployer.oneshot", "")).lower() == "true":
         return True
-    if isinstance(labels, list) and "deployer.oneshot=true" in labels:
-        return True
+    return isinstance(labels, list) and "deployer.oneshot=true" in labels
+
+
+def may_exit(name: str, svcs: Mapping[str, Any]) -> bool:
+    """A service that is done once it exits 0, and fine while it runs: it says
+    ``restart: "no"`` (compose's default, but written on purpose) or
+    ``deploy.restart_policy.condition: none``. Many servers say ``restart: "no"``
+    too, so running is not "still waiting" as for a one-shot."""
+    spec = svcs[name]
+    if not isinstance(spec, dict):
+        return False
     if "restart" in spec and is_false(spec["restart"]):
         return True
     deploy = spec.get("deploy")

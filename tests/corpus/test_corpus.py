@@ -17,7 +17,7 @@ deployer must decide:
 - ``env``: the process environment of the run;
 - ``deployer``: keys merged into the generated deployer.yaml (``shared``,
   ``profiles``);
-- ``expect``: config / secret / shared paths, services, oneshot, images,
+- ``expect``: config / secret / shared paths, services, oneshot, may_exit, images,
   notes, as deployer must classify them.
 """
 
@@ -231,6 +231,7 @@ def test_corpus_project(name: str, tmp_path: Path, docker_compose: Path,
         "shared": hp.compose.shared_dirs,
         "services": hp.compose.services,
         "oneshot": hp.compose.oneshot,
+        "may_exit": hp.compose.may_exit,
         "images": len(project.config.images),
         "notes": len(hp.compose.notes),
     }

@@ -353,7 +353,26 @@ def test_one_shots(tmp_path: Path) -> None:
           labelled: {image: x, labels: [deployer.oneshot=true]}
           after: {image: x, depends_on: {waited: {condition: service_completed_successfully}}}
         """)
-    assert sc.oneshot == ["migrate", "seed", "swarmish", "waited", "labelled"]
+    assert sc.oneshot == ["waited", "labelled"]  # must exit 0
+    assert sc.may_exit == ["migrate", "seed", "swarmish"]  # fine running, done at exit 0
+
+
+def test_restart_no_services_are_done_at_exit_0_and_fine_running() -> None:
+    from deployer.commands.health import ContainerRow, evaluate
+
+    def row(service: str, status: str, code: int = 0) -> ContainerRow:
+        return ContainerRow(name=f"app-{service}-1", service=service, status=status,
+                            exit_code=code, restart_policy="no")
+
+    svcs = ["web", "seed"]
+    assert evaluate([row("web", "running"), row("seed", "exited")], svcs,
+                    oneshot=[], may_exit=["seed"]).healthy
+    assert evaluate([row("web", "running"), row("seed", "running")], svcs,
+                    oneshot=[], may_exit=["seed"]).healthy
+    assert evaluate([row("web", "running"), row("seed", "exited", 1)], svcs,
+                    oneshot=[], may_exit=["seed"]).failed
+    # before: "exited with code 0 but is not a one-shot service"
+    assert evaluate([row("web", "running"), row("seed", "exited")], svcs, oneshot=[]).failed
 
 
 # -- class 10: data paths from .env -----------------------------------------
@@ -428,7 +447,7 @@ def test_rewrite_is_yaml_12_and_keeps_comments_tags_anchors(tmp_path: Path) -> N
     assert got["services"]["web"]["environment"]["MODE"] == want["services"]["web"][
         "environment"]["MODE"]
     assert got["services"]["db"]["volumes"] == [f"{DEPLOY}/shared/data:/data"]
-    assert sc.oneshot == ["web", "db"]  # restart: no, via the merge key
+    assert sc.may_exit == ["web", "db"]  # restart: no, via the merge key
 
 
 def test_roles_keep_comments_and_drop_foreign_dependencies(tmp_path: Path) -> None:
