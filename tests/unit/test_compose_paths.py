@@ -278,16 +278,6 @@ def test_profile_services_are_not_started_or_awaited(tmp_path: Path) -> None:
     assert sc.text == textwrap.dedent(PROFILED)
 
 
-def test_compose_up_gets_the_same_profiles() -> None:
-    from deployer.commands.compose import Compose
-
-    up = Compose("app", profiles=("debug", "jobs")).up()
-    assert up.argv[:9] == ("docker", "compose", "-p", "app", "-f", "docker-compose.yaml",
-                           "--profile", "debug", "--profile")
-    assert Compose("app").up().argv[:6] == ("docker", "compose", "-p", "app", "-f",
-                                            "docker-compose.yaml")
-
-
 # -- class 6: pull_policy ----------------------------------------------------
 
 
