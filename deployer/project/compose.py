@@ -525,7 +525,14 @@ class _Reader:
         return str(self.ctx.root / rel) if self.ctx else rel
 
     def _rewrite(self) -> str:
-        doc = load_rt(self.text)
+        try:
+            doc = load_rt(self.text)
+        except Exception as e:  # ruamel is stricter than libyaml (duplicate keys, ...)
+            raise ConfigError(
+                f"{self.where}: the rendered compose file is not valid YAML 1.2: "
+                f"{' '.join(str(e).split())}",
+                "compose would refuse it too; fix the template",
+            ) from None
         for path, value in self.edits:
             _apply(doc, path, value)
         return dump_rt(doc)

@@ -589,3 +589,9 @@ def test_check_reports_a_different_compose_project_name(make_project) -> None:
     p = _check(root)
     assert p.returncode == 0, p.stderr
     assert "note: COMPOSE_PROJECT_NAME=legacy differs from the app 'shop'" in p.stderr
+
+
+def test_a_file_compose_would_refuse_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid YAML 1\.2"):
+        run(tmp_path, "services:\n  web:\n    image: x\n    image: y\n"
+            "    volumes: ['./data:/data']\n")
