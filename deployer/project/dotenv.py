@@ -19,7 +19,7 @@ from deployer.errors import ConfigError
 from deployer.project.interpolate import Lookup, substitute
 
 DOTENV = ".env"
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def parse_dotenv(
@@ -32,7 +32,7 @@ def parse_dotenv(
     def lookup(name: str) -> str | None:
         return env.get(name, out.get(name))
 
-    lines = text.splitlines()
+    lines = text.removeprefix("\ufeff").splitlines()
     i = 0
     while i < len(lines):
         n = i + 1
