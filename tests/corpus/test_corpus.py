@@ -165,6 +165,17 @@ def _normalise(cfg: dict[str, Any], folder: Path, shared: str | None,
     return data
 
 
+def _tracked(root: Path, under: str) -> list[str]:
+    """Files of ``under`` that a release must carry: git's (outside git, all)."""
+    res = subprocess.run(["git", "-C", str(root), "ls-files", "--", under],
+                         capture_output=True, text=True, check=False)
+    if res.returncode == 0:
+        return [t for t in res.stdout.splitlines() if (root / t).is_file()]
+    base = root / under
+    return [p.relative_to(root).as_posix() for p in base.rglob("*")
+            if p.is_file() and ".git" not in p.relative_to(root).parts]
+
+
 def _repo(ref: str | None) -> str:
     """``server/repository`` of an image reference, without tag or digest."""
     name = (ref or "").split("@")[0]
@@ -285,10 +296,21 @@ def test_corpus_project(name: str, tmp_path: Path, docker_compose: Path,
                       if _repo(s.get("image")) in deployer_images}
         assert _normalise(got, folder, shared, retargeted) == _normalise(
             orig, root, None, retargeted)
-        # config is copied byte for byte, with its mode
+        # config is copied byte for byte, with its mode; a directory with every
+        # file git tracks in it (outside git: every file), templates aside
+        rendered = {f.dest for f in hplan.files if getattr(f, "kind", "template") == "template"}
         for c in hplan.compose.copies:
             src, dst = root / c.source, folder / c.dest
             if src.is_file():
-                assert dst.read_bytes() == src.read_bytes()
-                want_mode = 0o600 if c.secret else stat.S_IMODE(src.stat().st_mode)
-                assert stat.S_IMODE(dst.stat().st_mode) == want_mode, c.dest
+                pairs = [(src, dst)]
+            else:
+                pairs = [(root / t, folder / c.dest / Path(t).relative_to(c.source))
+                         for t in _tracked(root, c.source)]
+                pairs = [(a, b) for a, b in pairs
+                         if b.relative_to(folder).as_posix() not in rendered]
+                assert pairs, f"{c.source}: nothing to compare"
+            for a, b in pairs:
+                assert b.is_file(), f"{b.relative_to(folder)} (from {c.source}) not in the release"
+                assert b.read_bytes() == a.read_bytes()
+                want_mode = 0o600 if c.secret else stat.S_IMODE(a.stat().st_mode)
+                assert stat.S_IMODE(b.stat().st_mode) == want_mode, b
