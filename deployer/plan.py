@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from deployer.compose_file import ServerCompose, server_compose
 from deployer.config import Host, Project
 from deployer.errors import ConfigError
+from deployer.project import ServerCompose, compose_context, server_compose
 from deployer.release_files import ReleaseFile
 from deployer.render import Renderer, check_reserved
 
@@ -105,6 +105,7 @@ def build_plan(
     renderer = Renderer(project)
     plan = Plan(project, release, tag, dict(images))
     compose_dest = project.config.compose_file
+    context = compose_context(project, images)
     for host in hosts:
         files = renderer.render(host, images, release)
         by_dest = {f.dest: f for f in files}
@@ -123,6 +124,7 @@ def build_plan(
             deploy_dir=project.deploy_dir,
             uploaded=list(by_dest),
             services=host.services,
+            context=context,
         )
         files = [
             dataclasses.replace(f, data=compose.text.encode())

@@ -2,7 +2,7 @@
 byte for byte (bind-mount sources, ``env_file``, ``.env``, secret and config
 files, ``extends`` files, and ``files: [{copy: ...}]`` entries).
 
-:mod:`deployer.compose_file` decides *which* paths are config (a
+:mod:`deployer.project` decides *which* paths are config (a
 :class:`CopySpec` each) and which are data (``shared/``); this module's
 consumers decide *how* they reach the host (expanded into files, hashed into
 the fingerprint, sent as one tar stream).

@@ -30,6 +30,7 @@ import yaml
 
 from deployer.config.models import APP_NAME
 from deployer.errors import ConfigError, DeployerError
+from deployer.project.yaml12 import dump_rt, load_12, load_rt
 
 #: The files ``init`` writes, relative to the project (and to the scaffold).
 SCAFFOLD_FILES: tuple[str, ...] = (
@@ -98,8 +99,8 @@ def compose_to_template(compose_text: str, app: str, base: str = ".") -> Compose
             "lowercase letters, digits and '-', starting with a letter or digit",
         )
     try:
-        data = yaml.safe_load(compose_text)
-    except yaml.YAMLError as e:
+        data = load_12(compose_text)
+    except Exception as e:  # ruamel's errors share no public base with PyYAML's
         raise ConfigError(f"compose file: not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise ConfigError(
@@ -113,8 +114,20 @@ def compose_to_template(compose_text: str, app: str, base: str = ".") -> Compose
     images: dict[str, dict[str, Any]] = {}
     used_names: set[str] = set()
     token = _sentinel_prefix(compose_text)
+    same_build: dict[str, _Built] = {}
     for i, (svc, spec) in enumerate(services.items()):
         if not isinstance(spec, dict) or "build" not in spec:
+            continue
+        entry = _image_entry(str(svc), spec["build"], app, base, notes)
+        key = repr(sorted((k, v) for k, v in entry.items() if k != "repository"))
+        first = same_build.get(key)
+        if first is not None:
+            # Same context, dockerfile, args and target: built and pushed once.
+            built.append(_Built(str(svc), first.name, first.sentinel))
+            notes.append(
+                f"service {svc!r} has the same build as service {first.service!r}: both run "
+                f"images.{first.name} (built and pushed once)"
+            )
             continue
         name = _image_name(str(svc), used_names)
         used_names.add(name)
@@ -122,8 +135,9 @@ def compose_to_template(compose_text: str, app: str, base: str = ".") -> Compose
             notes.append(
                 f"service {svc!r}: its image is images.{name} (template names must be identifiers)"
             )
-        images[name] = _image_entry(str(svc), spec["build"], app, base, notes)
+        images[name] = entry
         built.append(_Built(str(svc), name, f"{token}{i}__"))
+        same_build[key] = built[-1]
 
     # What the rendered template must parse back to: the original data without
     # build:, with the built services' image (and any other service that
@@ -148,8 +162,9 @@ def compose_to_template(compose_text: str, app: str, base: str = ".") -> Compose
     if _COMPOSE_VAR.search(compose_text):
         notes.append(
             "the compose file uses compose's ${VAR} interpolation: on the servers "
-            "compose reads those variables from its own environment; consider "
-            "template variables ({{ var }}) from the inventory instead"
+            "compose reads those variables from the shipped .env (if there is one) "
+            "and its own environment, not yours; consider template variables "
+            "({{ var }}) from the inventory for values that differ per server"
         )
 
     placeholders = {b.name: f"registry.invalid/{app}/{b.name}:check" for b in built}
@@ -162,18 +177,11 @@ def compose_to_template(compose_text: str, app: str, base: str = ".") -> Compose
         if not _renders_to(template, placeholders, expected):
             template = None
     if template is None:
-        dumped = yaml.safe_dump(
-            _with_sentinels(data, retarget),
-            sort_keys=False,
-            default_flow_style=False,
-            allow_unicode=True,
-            width=10_000,
-        )
         header = (
-            "# Converted by `deployer init --from-compose`; the original's comments\n"
-            "# could not be kept (its layout needed re-emitting the YAML).\n"
+            "# Converted by `deployer init --from-compose`: re-emitted as YAML 1.2, comments\n"
+            "# kept (its layout could not be edited line by line).\n"
         )
-        template = _finish(header + dumped, retarget)
+        template = _finish(header + _reemit(compose_text, retarget), retarget)
         if not _renders_to(template, placeholders, expected):
             raise DeployerError(
                 "compose file: the converted template does not render back to the "
@@ -230,8 +238,25 @@ def init_project(dest: Path, from_compose: Path | None = None, force: bool = Fal
         except ConfigError as e:
             raise ConfigError(f"{compose_path}: {e.message}", e.hint) from None
         contents["templates/docker-compose.yaml.j2"] = conv.template
+        notes = list(conv.notes)
+        if base != "." and not base.startswith(".."):
+            # The release mirrors the project: the compose file sits in the
+            # same folder, so its relative paths name the same files.
+            dest_rel = f"{base}/docker-compose.yaml"
+            contents["deployer.yaml"] = re.sub(
+                r"^(\s*dest:|compose_file:)(\s*)docker-compose\.yaml",
+                lambda m: f"{m.group(1)}{m.group(2)}{dest_rel}",
+                contents["deployer.yaml"],
+                flags=re.M,
+            )
+        elif base != ".":
+            notes.append(
+                f"the compose file is outside the project ({base}): its relative paths "
+                "resolve against the release folder on the servers"
+            )
+        notes += classification_notes(dest.resolve(), compose_text, base, app)
         contents["deployer.yaml"] = replace_images_block(
-            contents["deployer.yaml"], conv.images, conv.notes, compose_path.name
+            contents["deployer.yaml"], conv.images, notes, compose_path.name
         )
 
     written = []
@@ -240,6 +265,48 @@ def init_project(dest: Path, from_compose: Path | None = None, force: bool = Fal
         target.write_text(contents[rel], encoding="utf-8")
         written.append(target)
     return written
+
+
+def classification_notes(root: Path, compose_text: str, base: str, app: str) -> list[str]:
+    """What ``ship`` will do with each path the compose file references
+    (:mod:`deployer.project`): copied config, ``shared/`` data, 0600 secrets,
+    and what ``check`` would refuse."""
+    from deployer.project import ComposeContext, server_compose
+    from deployer.project.dotenv import DOTENV, read_dotenv
+    from deployer.project.paths import git_tracked
+
+    compose_dir = posixpath.normpath(base) if not base.startswith("..") else "."
+    environ = dict(os.environ)
+    try:
+        dotenv = read_dotenv(root / compose_dir / DOTENV, DOTENV, environ)
+        ctx = ComposeContext(root=root, app=app, compose_dir=compose_dir,
+                             env={**dotenv, **environ}, tracked=git_tracked(root))
+        sc = server_compose(compose_text, where="the compose file", deploy_dir="<deploy_dir>",
+                            uploaded=[], services=None, context=ctx)
+    except ConfigError as e:
+        return [f"`deployer check` will refuse this until fixed: {e.message}"
+                + (f" ({e.hint})" if e.hint else "")]
+    notes = []
+    config = [c.source for c in sc.copies if not c.secret]
+    secret = [c.source for c in sc.copies if c.secret]
+    if config:
+        notes.append(f"config, copied into every release: {', '.join(config)}")
+    if sc.shared_dirs:
+        notes.append(
+            "data, kept in <deploy_dir>/shared on each server and never uploaded: "
+            f"{', '.join(sc.shared_dirs)} (list a path under shared: to force data)"
+        )
+    if secret:
+        notes.append(f"secret, copied 0600 into every release: {', '.join(secret)}")
+    all_services = [str(s) for s in (load_12(compose_text) or {}).get("services", {})]
+    idle = [s for s in all_services if s not in sc.services]
+    if idle:
+        notes.append(
+            f"services behind a compose profile not enabled: {', '.join(idle)} "
+            "(not started or awaited; enable with profiles: [...] here or in an inventory)"
+        )
+    notes += sc.notes
+    return notes
 
 
 def app_name_for(dest: Path) -> str:
@@ -280,7 +347,7 @@ def _rename_app(text: str, app: str) -> str:
     return re.sub(rf"\b{PLACEHOLDER_APP}\b", app, text)
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def _yaml_problem(e: Exception) -> str:
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     if mark is not None:
@@ -377,22 +444,39 @@ def _expected_data(
     return out
 
 
-def _with_sentinels(data: dict[str, Any], retarget: dict[str, _Built]) -> dict[str, Any]:
-    out = dict(data)
-    services = {}
-    for svc, spec in data["services"].items():
-        if str(svc) in retarget and isinstance(spec, dict):
-            new: dict[str, Any] = {}
-            for k, v in spec.items():
-                if k == "build":
-                    if "image" not in spec:
-                        new["image"] = retarget[str(svc)].sentinel
-                    continue
-                new[k] = retarget[str(svc)].sentinel if k == "image" else v
-            spec = new
-        services[svc] = spec
-    out["services"] = services
-    return out
+def _drop_key(m: Any, key: str) -> None:
+    """Delete ``key`` from a ruamel mapping without its merge bookkeeping
+    (ruamel 0.19's ``__delitem__`` fails on maps that others merge)."""
+    from ruamel.yaml.compat import ordereddict
+
+    if key in m:
+        ordereddict.__delitem__(m, key)
+    getattr(m, "_ok", set()).discard(key)
+
+
+def _reemit(text: str, retarget: dict[str, _Built]) -> str:
+    """The compose text re-emitted by ruamel.yaml's round trip (YAML 1.2,
+    comments, anchors and tags kept) with build: removed and the image set to
+    the sentinel. A ``build`` that came from a merge key (``<<: *common``) is
+    removed from the merged mapping, which only built services merge."""
+    doc = load_rt(text)
+    for svc, spec in doc["services"].items():
+        b = retarget.get(str(svc))
+        if b is None or not hasattr(spec, "insert"):
+            continue
+        own = list(spec._ok) if hasattr(spec, "_ok") else list(spec)
+        if "build" in own:
+            pos = own.index("build")
+            del spec["build"]
+        else:
+            pos = 0
+            for merged in [*getattr(spec, "merge", []), spec]:
+                _drop_key(merged, "build")
+        if "image" in own:
+            spec["image"] = b.sentinel
+        else:
+            spec.insert(pos, "image", b.sentinel)
+    return dump_rt(doc)
 
 
 def _last_pos(node: yaml.Node) -> yaml.Mark:
@@ -532,7 +616,14 @@ def _renders_to(template: str, placeholders: dict[str, str], expected: dict[str,
     )
     try:
         rendered = env.from_string(template).render(images=placeholders)
-        got = yaml.safe_load(rendered)
-    except (jinja2.TemplateError, yaml.YAMLError):
+        got = load_12(rendered)
+    except Exception:  # a template or YAML error: the conversion is not faithful
         return False
-    return bool(got == expected)
+    if not isinstance(got, dict):
+        return False
+
+    def meaning(d: dict[str, Any]) -> dict[str, Any]:
+        # ``x-`` extension fields are templates for merge keys, not read by compose.
+        return {k: v for k, v in d.items() if not str(k).startswith("x-")}
+
+    return bool(meaning(got) == meaning(expected))

@@ -136,9 +136,10 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except DeployerError as e:
-        err(f"error: {e.message}")
+        # markup=False: messages quote YAML (``shared: [PATH]``), not rich tags
+        err(f"error: {e.message}", markup=False)
         if e.hint:
-            err(f"  hint: {e.hint}")
+            err(f"  hint: {e.hint}", markup=False)
         if github:
             from deployer.report.github import error_annotation
 

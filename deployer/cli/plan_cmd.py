@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deployer.cli.output import out, raw
+from deployer.cli.output import err, out, raw
 from deployer.cli.state import State
 from deployer.config import load_project
 from deployer.plan import Plan, build_plan, image_refs, new_release_id
@@ -18,7 +18,10 @@ def _plan(state: State, env: str, limit: str | None, tag: str | None) -> Plan:
     hosts = project.select(limit)
     tag = tag or project_tag(project.root)
     images = image_refs(project, tag)
-    return build_plan(project, hosts, images, new_release_id(tag), tag)
+    plan = build_plan(project, hosts, images, new_release_id(tag), tag)
+    for note in dict.fromkeys(n for hp in plan.hosts for n in hp.compose.notes):
+        err(f"note: {note}", markup=False)
+    return plan
 
 
 def run_check(state: State, env: str) -> None:

@@ -8,7 +8,7 @@ same across releases and rollbacks, so it must never depend on the directory.
 Only flags both variants accept are used.
 
 Roles: the per-host compose file already holds only the host's services
-(:mod:`deployer.compose_file`), so ``up`` normally gets no service list and
+(:mod:`deployer.project`), so ``up`` normally gets no service list and
 ``--remove-orphans`` clears services a host no longer runs. When a caller does
 pass services, ``up`` adds ``--no-deps``: the caller asked for exactly those
 services, and compose must not start their dependencies, which may live on
@@ -32,6 +32,9 @@ class Compose:
     (:attr:`HostFacts.docker_sudo`). ``cwd``: the release directory.
     ``env``: e.g. ``DOCKER_CONFIG`` of the run's registry login
     (:attr:`deployer.commands.registry.RegistryLogin.env`).
+    ``profiles``: compose profiles to enable (``--profile``, v1 >= 1.28 and
+    v2), so compose starts exactly the services deployer waits for
+    (:attr:`deployer.project.ServerCompose.profiles`).
     """
 
     app: str
@@ -40,13 +43,15 @@ class Compose:
     sudo: bool = False
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    profiles: tuple[str, ...] = ()
 
     @property
     def base(self) -> tuple[str, ...]:
         program: tuple[str, ...] = (
             ("docker", "compose") if self.variant == "v2" else ("docker-compose",)
         )
-        return (*program, "-p", self.app, "-f", self.file)
+        flags = tuple(f for p in self.profiles for f in ("--profile", p))
+        return (*program, "-p", self.app, "-f", self.file, *flags)
 
     def _cmd(self, *args: str, description: str, ok_codes: tuple[int, ...] = (0,)) -> Command:
         return Command(

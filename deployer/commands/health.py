@@ -204,6 +204,7 @@ def evaluate(
     *,
     oneshot: Collection[str] | None = None,
     max_restarts: int = 3,
+    may_exit: Collection[str] = (),
 ) -> HealthVerdict:
     """Judge one poll.
 
@@ -215,9 +216,12 @@ def evaluate(
     the caller reports if the deadline passes.
 
     ``oneshot``: the services known to be one-shots (from the compose file,
-    :attr:`deployer.compose_file.ServerCompose.oneshot`); with None, a
+    :attr:`deployer.project.ServerCompose.oneshot`); with None, a
     container that exited 0 under restart policy ``no``/``on-failure`` counts
-    as a finished one-shot. Containers of other services and ``compose run``
+    as a finished one-shot. ``may_exit``: services judged that way even with
+    ``oneshot`` given (``restart: "no"``: running or exited 0 are both fine,
+    :attr:`deployer.project.ServerCompose.may_exit`). Containers of other
+    services and ``compose run``
     containers are ignored.
     """
     expected = list(dict.fromkeys(expected_services))
@@ -233,7 +237,7 @@ def evaluate(
         if not found:
             pending.append((service, "no container"))
             continue
-        is_oneshot = None if oneshot is None else service in oneshot
+        is_oneshot = None if oneshot is None or service in may_exit else service in oneshot
         for row in sorted(found, key=lambda r: r.name):
             verdict, why = _check(row, is_oneshot, max_restarts)
             if verdict == "fail":

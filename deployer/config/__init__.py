@@ -23,6 +23,8 @@ from deployer.config.inventory import Host, match_limit, resolve_hosts
 from deployer.config.models import InventoryConfig, ProjectConfig, RegistryConfig
 from deployer.config.yamlfile import SourceMap, load_yaml
 from deployer.errors import ConfigError
+from deployer.project.dotenv import DOTENV
+from deployer.project.dotenv import read_dotenv as read_compose_dotenv
 
 PROJECT_FILE = "deployer.yaml"
 INVENTORY_DIR = "inventories"
@@ -102,9 +104,18 @@ def load_project(
         if not isinstance(raw, dict):
             raise ConfigError(f"{m.display}:1:1: expected a mapping of keys at the top level")
 
-    env_vars: dict[str, str] = {}
+    environ = os.environ if environ is None else environ
+    # compose's .env, next to the compose file, is read the way compose reads
+    # it: below the environment; its values are secrets like the environment's.
+    compose_file = raw_cfg.get("compose_file", "docker-compose.yaml")
+    compose_dir = os.path.dirname(compose_file) if isinstance(compose_file, str) else ""
+    dotenv_display = os.path.join(compose_dir, DOTENV)
+    env_vars: dict[str, str] = dict(read_compose_dotenv(root / dotenv_display, dotenv_display,
+                                                        environ))
     sf = raw_inv.get("secrets_file")
     hint = "in the environment"
+    if env_vars:
+        hint = f"in the environment or in {dotenv_display}"
     if sf is not None:
         if not isinstance(sf, str):
             raise ConfigError(f"{imap.where(('secrets_file',))}: secrets_file must be a path")
@@ -112,7 +123,7 @@ def load_project(
         sf_path = sf_path if sf_path.is_absolute() else root / sf_path
         env_vars.update(read_dotenv(sf_path, sf))
         hint = f"in the environment, or add {'it'} to {sf}"
-    env_vars.update(os.environ if environ is None else environ)
+    env_vars.update(environ)
 
     if raw_inv.get("registry") is not None and "registry" in raw_cfg:
         # The inventory's registry replaces deployer.yaml's for this

@@ -18,8 +18,9 @@ from deployer.config.yamlfile import Loc, SourceMap
 from deployer.errors import ConfigError
 from deployer.secrets import Secret, masker
 
-# ${NAME}, ${NAME:-default} (unset or empty), ${NAME-default} (unset); $$ is a literal $.
-PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|\$\{([^}]*)\}?")
+# ${NAME}, ${NAME:-default} (unset or empty), ${NAME-default} (unset),
+# ${NAME:?message} / ${NAME?message} (required, as in compose); $$ is a literal $.
+PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$\{([^}]*)\}?")
 
 
 def interpolate(data: Any, env: Mapping[str, str], smap: SourceMap, hint: str) -> Any:
@@ -54,6 +55,12 @@ def _substitute(text: str, loc: Loc, env: Mapping[str, str], smap: SourceMap, hi
         if (op == ":-" and not val) or (op == "-" and val is None):
             # A default is written in the repository, so it is not a secret.
             return default
+        if op in (":?", "?") and ((op == ":?" and not val) or val is None):
+            raise ConfigError(
+                f"{smap.where(loc)}: {_key(loc)}: environment variable {name} is required"
+                + (f": {default}" if default else ""),
+                f"export {name}=... {hint}",
+            )
         if val is None:
             raise ConfigError(
                 f"{smap.where(loc)}: {_key(loc)}: environment variable {name} is not set",

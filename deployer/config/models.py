@@ -130,6 +130,22 @@ class ProjectConfig(Strict):
     deploy_dir: str | None = None
     keep_releases: int = Field(default=5, ge=1)
     health_timeout: float = Field(default=120, gt=0)
+    #: Project paths that are data (kept in <deploy_dir>/shared, never uploaded),
+    #: whatever git says about them.
+    shared: list[str] = Field(default_factory=list)
+    #: compose profiles to enable (default: COMPOSE_PROFILES from the environment or .env).
+    profiles: list[str] | None = None
+
+    @field_validator("shared")
+    @classmethod
+    def _shared(cls, v: list[str]) -> list[str]:
+        out = []
+        for p in v:
+            norm = posixpath.normpath(p)
+            if not p or p.startswith(("/", "~")) or norm == ".." or norm.startswith("../"):
+                raise ValueError(f"shared path {p!r} must be relative to the project folder")
+            out.append(norm)
+        return out
 
     @field_validator("app")
     @classmethod
@@ -254,6 +270,8 @@ class InventoryConfig(Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     registry: RegistryConfig | None = None
     secrets_file: str | None = None
+    #: compose profiles for this environment (overrides deployer.yaml's).
+    profiles: list[str] | None = None
 
     @field_validator("groups")
     @classmethod

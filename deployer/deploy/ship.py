@@ -19,6 +19,7 @@ import contextlib
 import posixpath
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,7 @@ class HostShip:
             sudo=facts.docker_sudo,
             cwd=release.release_dir(self.dir, release_id),
             env=env,
+            profiles=tuple(self.hp.compose.profiles),
         )
 
     def _read_state(self) -> release.RemoteState:
@@ -227,7 +229,8 @@ class HostShip:
             with run.step("compose up"):
                 ex.run(compose.up(), timeout=max(600.0, self.s.health_timeout))
             with run.step("wait healthy"):
-                verdict = self._wait_healthy(facts, hp.compose.services, hp.compose.oneshot)
+                verdict = self._wait_healthy(facts, hp.compose.services, hp.compose.oneshot,
+                                             hp.compose.may_exit)
             if verdict.healthy:
                 with run.step("switch current"):
                     ex.run(release.switch_current(self.dir, hp.release))
@@ -262,10 +265,11 @@ class HostShip:
         return run.report("rolled back", release=previous, error=failure)
 
     def _wait_healthy(
-        self, facts: HostFacts, services: list[str], oneshot: list[str] | None
+        self, facts: HostFacts, services: list[str], oneshot: list[str] | None,
+        may_exit: list[str] | None = None,
     ) -> health.HealthVerdict:
         return wait_healthy(self.ex, self.app, facts, services, oneshot,
-                            self.s.health_timeout, self.s.poll_interval)
+                            self.s.health_timeout, self.s.poll_interval, may_exit or ())
 
     def _show_logs(self, compose: Compose, service: str) -> None:
         try:
@@ -285,6 +289,7 @@ def wait_healthy(
     oneshot: list[str] | None,
     timeout: float,
     poll_interval: float = 1.0,
+    may_exit: Collection[str] = (),
 ) -> health.HealthVerdict:
     """Poll the project's containers (one command per poll) until every
     service is ready, one fails, or ``timeout`` passes. Done by deployer, not
@@ -300,7 +305,7 @@ def wait_healthy(
     waits = [poll_interval / 4] * 4 + [poll_interval / 2] * 2
     while True:
         rows = health.parse_containers(ex.run(probe).stdout)
-        verdict = health.evaluate(rows, services, oneshot=oneshot)
+        verdict = health.evaluate(rows, services, oneshot=oneshot, may_exit=may_exit)
         if verdict.healthy or verdict.failed:
             return verdict
         if time.monotonic() >= deadline:

@@ -56,7 +56,7 @@ def ship_steps(project: Project, hp: HostPlan) -> list[Step]:
         steps.append(Step("registry login (password on stdin)", [login.login]))
         env = login.env
     compose = Compose(project.app, project.config.compose_file, "v2", False,
-                      release.release_dir(d, rid), env)
+                      release.release_dir(d, rid), env, tuple(hp.compose.profiles))
     steps += [
         Step("pull images", [compose.pull()]),
         Step("compose up", [compose.up()]),

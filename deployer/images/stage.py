@@ -56,16 +56,43 @@ def _target(project: Project, name: str) -> str:
     return repository_name(project.registry.server, project.config.images[name].repository)
 
 
+def same_builds(project: Project) -> dict[str, str]:
+    """Images whose build is identical to an earlier one's (same context,
+    Dockerfile, args and target): name -> the earlier image's name. Those are
+    built once and tagged (and pushed) under each repository."""
+    first: dict[tuple[object, ...], str] = {}
+    out: dict[str, str] = {}
+    for name, image in project.config.images.items():
+        if image.source:
+            continue
+        key = (
+            str((project.root / image.build_context).resolve()),
+            image.dockerfile,
+            tuple(sorted((k, str(v)) for k, v in image.args.items())),
+            image.target,
+        )
+        if key in first:
+            out[name] = first[key]
+        else:
+            first[key] = name
+    return out
+
+
 def _build_all(
     engine: Engine, project: Project, tag: str, reporter: ImageReporter
 ) -> dict[str, str]:
     ids: dict[str, str] = {}
+    same = same_builds(project)
     for name, image in project.config.images.items():
         target = _target(project, name)
         if image.source:
             ids[name] = mirror_image(
                 engine, name, image, target, tag, project.registry, reporter
             )
+        elif name in same:
+            ids[name] = ids[same[name]]
+            engine.tag(ids[name], target, tag)
+            reporter.note(name, f"same build as {same[name]!r}: tagged {target}:{tag}")
         else:
             ids[name] = build_image(
                 engine, name, image, project.root, f"{target}:{tag}", reporter

@@ -92,3 +92,13 @@ def test_release_dir_env_and_sudo_in_the_shell_line() -> None:
 def test_descriptions_are_set() -> None:
     for cmd in (V2.pull(), V2.up(), V2.ps(), V2.logs("web"), V2.down(), V2.exec("web", ["true"])):
         assert cmd.description.startswith("compose ")
+
+
+def test_profiles_go_on_every_command_v1_and_v2() -> None:
+    v2 = Compose("shop", profiles=("debug", "jobs"))
+    assert v2.up().argv == ("docker", "compose", "-p", "shop", "-f", "docker-compose.yaml",
+                            "--profile", "debug", "--profile", "jobs",
+                            "up", "-d", "--remove-orphans")
+    v1 = Compose("shop", variant="v1", profiles=("jobs",))
+    assert v1.pull().argv == ("docker-compose", "-p", "shop", "-f", "docker-compose.yaml",
+                              "--profile", "jobs", "pull", "--quiet")

@@ -203,13 +203,16 @@ def test_flow_style_and_merge_keys_fall_back_to_reemitting() -> None:
         """
     )
     conv = compose_to_template(text, "shop")
-    assert set(conv.images) == {"web", "job"}
-    got = yaml.safe_load(render(conv.template, {"web": "r/w:1", "job": "r/j:1"}))
+    # Both build `.`: one image, built and pushed once.
+    assert set(conv.images) == {"web"}
+    assert any("same build" in n and "'job'" in n for n in conv.notes)
+    got = yaml.safe_load(render(conv.template, {"web": "r/w:1"}))
     assert got["services"] == {
         "web": {"image": "r/w:1", "ports": ["80:80"]},
-        "job": {"image": "r/j:1", "restart": "always", "command": ["run", "{{x}}", "{%y%}"]},
+        "job": {"image": "r/w:1", "restart": "always", "command": ["run", "{{x}}", "{%y%}"]},
     }
     assert "comments" in conv.template.splitlines()[0]
+    assert "&common" in conv.template and "<<: *common" in conv.template
 
 
 def test_other_services_using_the_built_local_image_follow_it() -> None:
@@ -285,14 +288,19 @@ def test_init_from_compose_writes_images_and_template(tmp_path: Path) -> None:
         "repository": "shop/queue-worker",
         "context": "ops/worker",
     }
-    # The rest of the scaffold (registry, files, comments) is untouched.
+    # The release mirrors the project: the compose file lands in ops/, where
+    # its ./uploads means ops/uploads, as it did by hand.
     assert cfg["files"] == [
-        {"template": "templates/docker-compose.yaml.j2", "dest": "docker-compose.yaml"}
+        {"template": "templates/docker-compose.yaml.j2", "dest": "ops/docker-compose.yaml"}
     ]
+    assert cfg["compose_file"] == "ops/docker-compose.yaml"
+    # The rest of the scaffold (registry, comments) is untouched.
     text = (src / "deployer.yaml").read_text()
     assert "# From docker-compose.yml: one entry per service that had build:." in text
     assert "# NOTE: service 'queue-worker'" in text
     assert "keep_releases: 5" in text
+    assert "# NOTE: data, kept in <deploy_dir>/shared on each server and never uploaded: " \
+        "ops/uploads" in text
     ProjectConfig.model_validate(cfg)
 
     template = (src / "templates/docker-compose.yaml.j2").read_text()
@@ -303,3 +311,64 @@ def test_init_from_missing_compose_touches_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the compose file"):
         init_project(tmp_path, from_compose=tmp_path / "nope.yml")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_yaml_12_values_and_compose_tags_survive_init() -> None:
+    text = textwrap.dedent(
+        """\
+        services:
+          web:  # the app
+            build: .
+            ports:
+              - 22:22
+            restart: no
+            labels: !reset []
+          sidecar: {build: ., command: !override [run]}
+        """
+    )
+    conv = compose_to_template(text, "shop")
+    from deployer.project.yaml12 import load_12
+
+    got = load_12(render(conv.template, {"web": "r/w:1"}))
+    assert got["services"]["web"] == {"image": "r/w:1", "ports": ["22:22"], "restart": "no",
+                                      "labels": []}
+    assert got["services"]["sidecar"] == {"image": "r/w:1", "command": ["run"]}
+    assert "!reset" in conv.template and "!override" in conv.template
+    assert "# the app" in conv.template
+
+
+def test_identical_builds_are_one_image() -> None:
+    svc = "    build: {context: ./app, dockerfile: Dockerfile, args: {A: '1'}}\n"
+    text = "services:\n" + "".join(f"  s{i}:\n{svc}" for i in range(4)) + (
+        "  other:\n    build: {context: ./app, target: dev}\n")
+    conv = compose_to_template(text, "shop")
+    assert list(conv.images) == ["s0", "other"]
+    got = yaml.safe_load(render(conv.template, {"s0": "r/a:1", "other": "r/b:1"}))
+    assert [s["image"] for s in got["services"].values()] == ["r/a:1"] * 4 + ["r/b:1"]
+
+
+def test_init_notes_what_is_config_data_and_secret(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "nginx.conf").write_text("server {}\n")
+    (tmp_path / ".env").write_text("DATA=./library\n")
+    (tmp_path / "app.env").write_text("A=1\n")
+    (tmp_path / "docker-compose.yml").write_text(textwrap.dedent("""\
+        services:
+          web:
+            image: nginx
+            env_file: app.env
+            volumes: [./nginx.conf:/etc/nginx/nginx.conf, "${DATA}:/data"]
+          debug:
+            image: busybox
+            profiles: [debug]
+        """))
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "nginx.conf", "docker-compose.yml"],
+                   check=True)
+    init_project(tmp_path, from_compose=tmp_path / "docker-compose.yml")
+    text = (tmp_path / "deployer.yaml").read_text()
+    assert "# NOTE: config, copied into every release: nginx.conf\n" in text
+    assert "never uploaded: library (list a path" in text
+    assert "# NOTE: secret, copied 0600 into every release: .env, app.env\n" in text
+    assert "not enabled: debug" in text
