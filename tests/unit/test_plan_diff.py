@@ -1,0 +1,476 @@
+"""``plan --diff``: the state command (exact argv, and the script run for
+real by ``sh`` against a release tree on disk), its parser, and the pure
+comparison of a plan with what a host holds (files, secrets, images,
+services, drift)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ENV, MakeProject
+
+from deployer.commands.base import Command
+from deployer.commands.health import INSPECT_TEMPLATE, ContainerRow
+from deployer.commands.inspect import (
+    CONTENT_CAP,
+    Inspection,
+    RemoteFile,
+    inspect_host,
+    parse_inspection,
+)
+from deployer.config import Project, load_project
+from deployer.deploy.diff import (
+    container_drift,
+    file_diff,
+    host_diff,
+    predict_services,
+    resolve_images,
+    sentinel_files,
+    uses_release_paths,
+)
+from deployer.plan import HostPlan, Plan, build_plan, image_refs
+from deployer.release_files import ReleaseFile
+
+SITE = """\
+greeting={{ greeting }}
+host={{ host.name }}
+password={{ db_password }}
+end
+"""
+
+COMPOSE = """\
+services:
+  web:
+    image: {{ images.web }}
+    environment:
+      WORKERS: "{{ workers }}"
+    volumes:
+      - ./app.conf:/etc/app.conf:ro
+      - ./data:/data
+  worker:
+    image: {{ images.web }}
+    command: ["work"]
+"""
+
+PROJECT = """\
+app: shop
+registry:
+  server: registry.example.com:5000
+  username: ci-bot
+  password: ${REGISTRY_PASSWORD}
+images:
+  web:
+    repository: shop/web
+    context: .
+files:
+  - template: templates/docker-compose.yaml.j2
+    dest: docker-compose.yaml
+  - template: templates/app.conf.j2
+    dest: app.conf
+    mode: "0600"
+  - template: templates/site.conf.j2
+    dest: conf/site.conf
+"""
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def project(make_project: MakeProject, environ: dict[str, str] | None = None,
+            **files: str) -> Project:
+    root = make_project({"deployer.yaml": PROJECT, "templates/site.conf.j2": SITE,
+                         "templates/docker-compose.yaml.j2": COMPOSE, **files})
+    return load_project(root, "prod", {**ENV, **(environ or {})})
+
+
+def plan_of(p: Project, release: str = "r1", limit: str | None = "web-1") -> Plan:
+    return build_plan(p, p.select(limit), image_refs(p, "abc123"), release, "abc123")
+
+
+def materialize(deploy: Path, hp: HostPlan, release: str = "r0") -> Path:
+    """Write ``hp`` as the host's current release, as ship would."""
+    rel = deploy / "releases" / release
+    for f in hp.files:
+        target = rel / f.dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.content)
+        os.chmod(target, f.mode)
+    (rel / "manifest.json").write_bytes(hp.manifest_bytes("t@x", "2026-12-01T00:00:00Z"))
+    (deploy / "current").symlink_to(f"releases/{release}")
+    return deploy
+
+
+def run_script(cmd: Command) -> str:
+    p = subprocess.run(["sh", "-c", cmd.shell()], input=cmd.stdin, capture_output=True,
+                       text=True, check=True, timeout=60)
+    return p.stdout
+
+
+def want(hp: HostPlan) -> list[tuple[str, str]]:
+    return [(f.dest, f.sha256) for f in hp.files if not f.secret]
+
+
+def inspect_dir(deploy: Path, hp: HostPlan, rows: list[ContainerRow] | None = None
+                ) -> Inspection:
+    """The real script against ``deploy``; containers replaced by ``rows``
+    (the local engine's containers are not the test's)."""
+    ins = parse_inspection(run_script(inspect_host(str(deploy), "shop", want(hp))))
+    return dataclasses.replace(ins, docker="ok", containers=rows or [])
+
+
+def row(service: str, status: str = "running", image: str = "", exit_code: int = 0,
+        policy: str = "unless-stopped") -> ContainerRow:
+    return ContainerRow(name=f"shop-{service}-1", service=service, status=status,
+                        exit_code=exit_code, image=image, restart_policy=policy)
+
+
+def running(hp: HostPlan) -> list[ContainerRow]:
+    import yaml
+
+    svcs = yaml.safe_load(hp.compose.text)["services"]
+    return [row(s, image=svcs[s]["image"]) for s in svcs]
+
+
+# -- the builder ------------------------------------------------------------
+
+
+def test_builder_is_one_script_with_values_as_arguments_and_hashes_on_stdin() -> None:
+    c = inspect_host("/opt/shop", "shop", [("docker-compose.yaml", "a" * 64),
+                                           ("conf/site conf", "b" * 64)])
+    assert c.argv[:2] == ("sh", "-c")
+    assert c.argv[3:] == ("sh", "/opt/shop", str(CONTENT_CAP + 1),
+                          "com.docker.compose.project=shop", INSPECT_TEMPLATE)
+    assert c.stdin == f"{'a' * 64} docker-compose.yaml\n{'b' * 64} conf/site conf\n"
+    assert not c.sudo and c.ok_codes == (0,)
+    assert "/opt/shop" not in c.argv[2]  # never spliced into the script
+    assert "<<< ******" in c.display()
+
+
+@pytest.mark.parametrize("dest", ["../etc/passwd", "/etc/passwd", "a/../../b", "a\nb", ""])
+def test_builder_refuses_paths_outside_the_release(dest: str) -> None:
+    with pytest.raises(ValueError):
+        inspect_host("/opt/shop", "shop", [(dest, "a" * 64)])
+
+
+def test_builder_refuses_what_is_not_a_sha256() -> None:
+    with pytest.raises(ValueError):
+        inspect_host("/opt/shop", "shop", [("x", "abc")])
+
+
+# -- the parser ---------------------------------------------------------------
+
+
+def test_parser_reads_every_record_and_skips_noise() -> None:
+    import base64
+
+    big = base64.b64encode(b"x" * (CONTENT_CAP + 1)).decode()
+    out = "\n".join([
+        "Welcome to the host!",
+        "deployer_inspect=1",
+        "exists=1",
+        "current=20261201T000000Z-abc",
+        "manifest " + base64.b64encode(b'{"fingerprint": "f"}').decode(),
+        "mode 644 ./docker-compose.yaml",
+        "mode 600 ./app.env",
+        "mode 640 ./dir/with space.txt",
+        f"sha256 {'a' * 64}  ./docker-compose.yaml",
+        f"sha256 {'b' * 64}  ./app.env",
+        "content aGVsbG8K docker-compose.yaml",
+        f"content {big} big.bin",
+        "content !!notbase64 broken",
+        "docker=ok",
+        'container {"name":"/shop-web-1","service":"web","image":"i","state":{"Status":"running"}}',
+        "container not json",
+    ])
+    ins = parse_inspection(out)
+    assert ins.exists and ins.current == "20261201T000000Z-abc"
+    assert ins.manifest_text == '{"fingerprint": "f"}'
+    assert ins.files == {
+        "app.env": RemoteFile(0o600, "b" * 64),
+        "dir/with space.txt": RemoteFile(0o640, None),
+        "docker-compose.yaml": RemoteFile(0o644, "a" * 64),
+    }
+    assert ins.contents == {"docker-compose.yaml": b"hello\n"}
+    assert ins.truncated == {"big.bin"}
+    assert ins.docker == "ok"
+    assert [(r.name, r.service, r.status) for r in ins.containers] == [("shop-web-1", "web",
+                                                                        "running")]
+
+
+def test_parser_refuses_output_that_is_not_the_scripts() -> None:
+    with pytest.raises(ValueError, match="unexpected output"):
+        parse_inspection("sh: 1: syntax error\n")
+
+
+# -- the script, run by sh against a real tree ---------------------------------
+
+
+def test_script_on_a_host_without_deploy_dir(tmp_path: Path) -> None:
+    ins = parse_inspection(run_script(inspect_host(str(tmp_path / "none"), "shop",
+                                                   [("a", "a" * 64)])))
+    assert not ins.exists and ins.current is None and ins.files == {} and ins.contents == {}
+
+
+def test_script_prints_content_only_of_differing_files_that_are_not_0600(
+        make_project: MakeProject, tmp_path: Path) -> None:
+    old = plan_of(project(make_project)).hosts[0]
+    deploy = materialize(tmp_path / "deploy", old)
+    new = plan_of(project(make_project, {"DB_PASSWORD": "db-rotated-77"}),
+                  release="r2").hosts[0]
+    (deploy / "releases" / "r0" / "extra.txt").write_text("by hand\n")
+    # Ask for the secret file too: the host still never prints a 0600 file.
+    asked = [(f.dest, f.sha256) for f in new.files]
+    ins = parse_inspection(run_script(inspect_host(str(deploy), "shop", asked)))
+    assert ins.current == "r0"
+    files = {f.dest: f for f in old.files}
+    assert set(ins.files) == {*files, "extra.txt"}  # manifest.json is not a file of the app
+    for dest, f in files.items():
+        assert ins.files[dest] == RemoteFile(f.mode, f.sha256)
+    # site.conf holds the password (it changed); app.conf too, but it is 0600;
+    # the compose file did not change.
+    assert set(ins.contents) == {"conf/site.conf"}
+    assert ins.contents["conf/site.conf"] == files["conf/site.conf"].content
+    assert ins.manifest_text is not None and '"fingerprint"' in ins.manifest_text
+
+
+# -- the comparison --------------------------------------------------------------
+
+
+def test_same_plan_is_unchanged(make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    hp = plan_of(p, "r1").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)))
+    assert d.unchanged and d.same_fingerprint and not d.first_release
+    assert {f.status for f in d.files} == {"unchanged"}
+    assert (d.images, d.recreate, d.start, d.remove) == ([], {}, {}, {})
+    assert d.data()["unchanged"] is True
+
+
+def test_first_release_is_all_new(make_project: MakeProject) -> None:
+    p = project(make_project)
+    hp = plan_of(p).hosts[0]
+    d = host_diff(p, hp, Inspection(exists=False, current=None, docker="ok"))
+    assert d.first_release and not d.unchanged
+    assert {f.dest: f.status for f in d.files} == dict.fromkeys(
+        ["app.conf", "conf/site.conf", "docker-compose.yaml"], "added")
+    assert d.start == {"web": "new service", "worker": "new service"}
+    site = next(f for f in d.files if f.dest == "conf/site.conf")
+    assert site.diff is not None and site.diff.startswith("--- /dev/null\n")
+    assert "+password=******\n" in site.diff and "db-pass-Qz7" not in site.diff
+    secret = next(f for f in d.files if f.dest == "app.conf")
+    assert secret.secret and secret.diff is None and secret.note
+
+
+def test_changed_var_shows_only_its_line_and_the_services_to_recreate(
+        make_project: MakeProject, tmp_path: Path) -> None:
+    inv = "templates/../inventories/prod.yaml"
+    p0 = project(make_project)
+    old = plan_of(p0, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    text = (p0.root / "inventories" / "prod.yaml").read_text().replace("greeting: hello",
+                                                                       "greeting: bonjour")
+    p = project(make_project, **{inv: text})
+    hp = plan_of(p, "r1").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)), sentinel_files(p, plan_of(p))
+                  [hp.host.name])
+    status = {f.dest: f.status for f in d.files}
+    assert status == {"app.conf": "changed", "conf/site.conf": "changed",
+                      "docker-compose.yaml": "unchanged"}
+    site = next(f for f in d.files if f.dest == "conf/site.conf")
+    assert site.diff is not None
+    changed = [ln for ln in site.diff.splitlines() if ln[:1] in "+-"]
+    assert changed == ["--- /opt/shop/current/conf/site.conf",
+                       "+++ /opt/shop/releases/r1/conf/site.conf",
+                       "-greeting=hello", "+greeting=bonjour"]
+    assert " password=******" in site.diff  # context, masked
+    # web mounts a release file; worker mounts nothing and its definition is the same.
+    assert set(d.recreate) == {"web"} and d.start == {} and d.remove == {}
+    assert d.drift_files == [] and d.drift_containers == {}
+
+
+def test_rotated_secret_prints_neither_value(make_project: MakeProject, tmp_path: Path) -> None:
+    p0 = project(make_project)
+    old = plan_of(p0, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    p = project(make_project, {"DB_PASSWORD": "db-rotated-77"})
+    plan = plan_of(p, "r1")
+    hp = plan.hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)),
+                  sentinel_files(p, plan)[hp.host.name])
+    site = next(f for f in d.files if f.dest == "conf/site.conf")
+    assert site.diff is not None
+    assert "-password=******(old)\n+password=******\n" in site.diff
+    data = repr(d.data())
+    for leaked in ("db-pass-Qz7", "db-rotated-77", *(f.sha256 for f in hp.files if f.secret),
+                   *(f.sha256 for f in old.files if f.secret)):
+        assert leaked not in data
+
+
+def test_multi_line_secret_hides_the_file(make_project: MakeProject) -> None:
+    f = ReleaseFile("k.conf", 0o644, "t", data=b"key=line1\nline2\nend\n")
+    diff, note = file_diff(f, b"key=old\nend\n", b"key=DEPLOYERSECRETSENTINELQX7\nend\n",
+                           a="a", b="b")
+    assert diff is None and note and "multi-line secret" in note
+
+
+def test_binary_file_has_no_diff() -> None:
+    f = ReleaseFile("b.bin", 0o644, "t", data=b"\0\1\2")
+    assert file_diff(f, b"\0\1", None, a="a", b="b") == (None, "binary content")
+
+
+def test_mode_only_change(make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    old = dataclasses.replace(old, files=[dataclasses.replace(f, mode=0o640)
+                                          if f.dest == "conf/site.conf" else f
+                                          for f in old.files])
+    deploy = materialize(tmp_path / "d", old)
+    hp = plan_of(p, "r1").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)))
+    site = next(f for f in d.files if f.dest == "conf/site.conf")
+    assert (site.status, site.mode, site.diff) == ("changed", "0640 -> 0644", None)
+
+
+def test_removed_file_and_drift(make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    site = deploy / "releases" / "r0" / "conf" / "site.conf"
+    site.write_text(site.read_text().replace("greeting=hello", "greeting=edited"))
+    os.chmod(deploy / "releases" / "r0" / "app.conf", 0o600)
+    (deploy / "releases" / "r0" / "app.conf").write_text("password=by-hand\n")
+    hp = plan_of(p, "r1").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)))
+    assert d.same_fingerprint and not d.unchanged
+    assert {f.status for f in d.files} == {"unchanged"}  # ship would change nothing
+    drift = {f.dest: f for f in d.drift_files}
+    assert set(drift) == {"conf/site.conf", "app.conf"}
+    assert drift["app.conf"].secret and drift["app.conf"].diff is None
+    edit = drift["conf/site.conf"].diff
+    assert edit is not None
+    assert "-greeting=hello\n+greeting=edited\n" in edit
+    assert edit.index("--- /opt/shop/releases/r0/conf/site.conf") < edit.index("+++ ")
+    assert "by-hand" not in repr(d.data())
+
+
+def test_file_gone_from_the_plan_is_removed(make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    old = dataclasses.replace(old, files=[*old.files, ReleaseFile("old.txt", 0o644, "t",
+                                                                  data=b"bye\n")])
+    deploy = materialize(tmp_path / "d", old)
+    hp = plan_of(p, "r1").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)))
+    assert {f.dest: f.status for f in d.files}["old.txt"] == "removed"
+    assert not d.same_fingerprint and not d.unchanged
+
+
+# -- services -----------------------------------------------------------------
+
+
+def test_predict_services() -> None:
+    old = {"services": {"web": {"image": "a:1"}, "db": {"image": "pg"}, "gone": {"image": "x"},
+                        "job": {"image": "a:1"}, "down": {"image": "a:1"}}}
+    new = {"services": {"web": {"image": "a:2"}, "db": {"image": "pg"}, "new": {"image": "n"},
+                        "job": {"image": "a:1"}, "down": {"image": "a:1"},
+                        "cfg": {"image": "c", "volumes": ["./c.conf:/c"]}},
+           }
+    old["services"]["cfg"] = new["services"]["cfg"]
+    rows = [row("web", image="a:1"), row("db", image="pg"), row("gone"),
+            row("job", "exited", policy="no"), row("orphan")]
+    recreate, start, remove = predict_services(
+        new, old, list(old["services"]), rows, first_release=False)
+    assert recreate == {"web": "image changed",
+                        "cfg": "mounts files of the release (their path names the release)"}
+    assert start == {"new": "new service", "job": "one-shot runs again",
+                     "down": "no container"}
+    assert remove == {"gone": "not in the new compose file",
+                      "orphan": "orphan container (--remove-orphans)"}
+
+
+def test_predict_services_unreadable_old_compose_assumes_change() -> None:
+    new = {"services": {"web": {"image": "a"}}}
+    recreate, start, _ = predict_services(new, None, ["web"], [], first_release=False)
+    assert list(recreate) == ["web"] and start == {}
+
+
+def test_definition_change_names_the_keys() -> None:
+    old = {"services": {"web": {"image": "a", "environment": {"A": "1"}}}}
+    new = {"services": {"web": {"image": "a", "environment": {"A": "2"}, "ports": ["80:80"]}}}
+    recreate, _, _ = predict_services(new, old, ["web"], None, first_release=False)
+    assert recreate == {"web": "definition changed (environment, ports)"}
+
+
+@pytest.mark.parametrize(("svc", "doc", "expected"), [
+    ({"volumes": ["./x:/x"]}, {}, True),
+    ({"volumes": [{"type": "bind", "source": "./x", "target": "/x"}]}, {}, True),
+    ({"volumes": ["/opt/shop/shared/data:/data", "named:/n"]}, {}, False),
+    ({"env_file": "./app.env"}, {}, True),
+    ({"env_file": [{"path": "a.env", "required": False}]}, {}, True),
+    ({"secrets": ["s"]}, {"secrets": {"s": {"file": "./s.txt"}}}, True),
+    ({"configs": [{"source": "c"}]}, {"configs": {"c": {"external": True}}}, False),
+    ({"image": "x"}, {}, False),
+])
+def test_uses_release_paths(svc: dict, doc: dict, expected: bool) -> None:
+    assert uses_release_paths(svc, doc) is expected
+
+
+def test_container_drift() -> None:
+    doc = {"services": {"web": {"image": "a:1"}, "db": {"image": "pg"}, "job": {"image": "j"},
+                        "gone": {"image": "g"}, "crash": {"image": "c"}, "mig": {"image": "m"}}}
+    rows = [row("web", image="a:0"), row("db", image="pg"),
+            row("job", "exited", image="j", policy="no"),
+            row("crash", "exited", image="c", exit_code=0),
+            row("mig", "exited", image="m", exit_code=1, policy="no")]
+    drift = container_drift(list(doc["services"]), doc, rows, oneshot=set())
+    assert drift == {
+        "web": "shop-web-1 runs a:0, the release says a:1",
+        "gone": "no container",
+        "crash": "shop-crash-1 is exited (exit code 0)",
+        "mig": "shop-mig-1 is exited (exit code 1)",
+    }
+
+
+def test_container_drift_on_the_host(make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    rows = [r for r in running(old) if r.service != "worker"]
+    hp = plan_of(p, "r1").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, rows))
+    assert d.drift_containers == {"worker": "no container"}
+    assert d.same_fingerprint and not d.unchanged
+    # ship would change nothing, so nothing is predicted either
+    assert (d.recreate, d.start, d.remove) == ({}, {}, {})
+
+
+def test_images_change(make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    hp = build_plan(p, p.select("web-1"), image_refs(p, "def456"), "r1", "def456").hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)))
+    assert [(i.name, i.old, i.new) for i in d.images] == [
+        ("web", "registry.example.com:5000/shop/web:abc123",
+         "registry.example.com:5000/shop/web:def456")]
+    assert set(d.recreate) == {"web", "worker"}
+    assert d.recreate["worker"] == "image changed"
+    compose = next(f for f in d.files if f.dest == "docker-compose.yaml")
+    assert compose.status == "changed" and compose.diff and "+    image: " in compose.diff
+
+
+def test_resolve_images_without_a_registry_leaves_them_unpinned(
+        make_project: MakeProject) -> None:
+    p = project(make_project, **{"deployer.yaml": PROJECT.replace(
+        "registry:\n  server: registry.example.com:5000\n  username: ci-bot\n"
+        "  password: ${REGISTRY_PASSWORD}\n", "")})
+    refs, unpinned = resolve_images(p, "abc123")
+    assert refs == {"web": "shop/web:abc123"} and unpinned == ["web"]
