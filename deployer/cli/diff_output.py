@@ -83,7 +83,9 @@ def _host(h: HostDiff) -> None:
             "so the drift below stays")
     changed = [f for f in h.files if f.status != "unchanged"]
     same = len(h.files) - len(changed)
-    if changed or same:
+    if not changed:
+        out(f"  files: all {same} unchanged")
+    else:
         out(f"  files ({same} unchanged):" if same else "  files:")
         for f in changed:
             _file(f)

@@ -38,7 +38,7 @@ from deployer.commands.inspect import Inspection, inspect_host, parse_inspection
 from deployer.config import Host, Project
 from deployer.deploy.api import RunOptions, run_over_hosts
 from deployer.deploy.hostrun import HostRun
-from deployer.errors import HostError
+from deployer.errors import ConfigError, HostError
 from deployer.plan import HostPlan, Plan, build_plan, new_release_id
 from deployer.release_files import ReleaseFile
 from deployer.remote.base import Executor
@@ -186,14 +186,27 @@ def _sentinel(value: Any) -> Any:
     return value
 
 
-def sentinel_files(project: Project, plan: Plan) -> dict[str, dict[str, bytes]]:
+def sentinel_files(project: Project, plan: Plan) -> dict[str, dict[str, bytes | None]]:
     """Per host, each file rendered with every secret replaced by a sentinel
-    (only the files where that makes a difference): where a secret sits."""
+    (only the files where that makes a difference): where a secret sits.
+
+    When the templates do not render with the sentinel (a secret fed to a
+    filter that needs its real value), every file that shows a known secret
+    maps to None: its content is not shown at all."""
     hosts = [dataclasses.replace(hp.host, vars=_sentinel(hp.host.vars)) for hp in plan.hosts]
-    again = build_plan(project, hosts, plan.images, plan.release, plan.tag)
-    out: dict[str, dict[str, bytes]] = {}
-    for real, masked in zip(plan.hosts, again.hosts, strict=True):
-        by_dest = {f.dest: f for f in masked.files}
+    try:
+        again: Plan | None = build_plan(project, hosts, plan.images, plan.release, plan.tag)
+    except ConfigError:
+        again = None
+    out: dict[str, dict[str, bytes | None]] = {}
+    for i, real in enumerate(plan.hosts):
+        if again is None:
+            out[real.host.name] = {
+                f.dest: None for f in real.files
+                if mask(f.content.decode(errors="replace")) != f.content.decode(errors="replace")
+            }
+            continue
+        by_dest = {f.dest: f for f in again.hosts[i].files}
         out[real.host.name] = {
             f.dest: by_dest[f.dest].content for f in real.files
             if f.dest in by_dest and by_dest[f.dest].content != f.content
@@ -441,7 +454,7 @@ def host_diff(
     project: Project,
     hp: HostPlan,
     ins: Inspection,
-    sentinels: Mapping[str, bytes] | None = None,
+    sentinels: Mapping[str, bytes | None] | None = None,
 ) -> HostDiff:
     """Compare one host's plan with what :func:`inspect_host` found (pure)."""
     import json
@@ -472,6 +485,8 @@ def host_diff(
             return fc
         if secret:
             fc.note = "secret: content not shown"
+        elif f.dest in sentinels and sentinels[f.dest] is None:
+            fc.note = "holds a secret: content not shown"
         elif f.dest in ins.truncated:
             fc.note = "larger than 256 KiB: content not shown"
         elif have_sha == f.sha256:
@@ -517,7 +532,8 @@ def host_diff(
             if not (isinstance(want, str) and len(want) == 64) or have.sha256 == want:
                 continue
             fc = FileChange(dest, "changed", secret=secret, note="edited on the host")
-            if not secret and pf is not None and pf.sha256 == want and dest in ins.contents:
+            if (not secret and pf is not None and pf.sha256 == want and dest in ins.contents
+                    and not (dest in sentinels and sentinels[dest] is None)):
                 # The plan renders what the release holds: show the edit.
                 fc.diff, why = file_diff(pf, ins.contents[dest], sentinels.get(dest),
                                          a=f"{base}releases/{ins.current}/{dest}",

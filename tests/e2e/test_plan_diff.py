@@ -6,7 +6,7 @@ nothing of the release) is shipped once to two hosts with Docker
 preinstalled. Then, each time through the CLI:
 
 - before the first ship: a first release, every file new;
-- after it: every host ``unchanged``;
+- after it: every host ``unchanged``, after one connection and one command;
 - one var changed: only that file's changed lines, and only ``web`` recreated;
   text and ``-o json`` say the same;
 - a secret rotated: the compose line that holds it changes, masked, and the
@@ -206,6 +206,11 @@ def test_after_ship_every_host_is_unchanged(app: App) -> None:
         assert d["images"] == [] and d["drift"] == {"files": [], "containers": []}
         assert d["services"]["recreate"] == d["services"]["start"] == []
         assert section(text, h.name).splitlines()[1].strip() == "unchanged"
+    # One connection and one command per host (the debug log lists each).
+    err = app.run("-v", "plan", "sandbox", "--diff", "--tag", TAG).stderr
+    for h in app.hosts:
+        assert err.count(f" {h.name}: $ ") == 1, err
+        assert err.count(f" {h.name}: opened SSH connection #") == 1, err
 
 
 def test_one_var_changed_shows_only_its_lines_and_the_service_to_recreate(app: App) -> None:

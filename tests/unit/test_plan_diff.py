@@ -474,3 +474,35 @@ def test_resolve_images_without_a_registry_leaves_them_unpinned(
         "  password: ${REGISTRY_PASSWORD}\n", "")})
     refs, unpinned = resolve_images(p, "abc123")
     assert refs == {"web": "shop/web:abc123"} and unpinned == ["web"]
+
+
+def test_secret_through_a_filter_is_still_found(make_project: MakeProject,
+                                                 tmp_path: Path) -> None:
+    site = SITE.replace("password={{ db_password }}", "password={{ db_password | upper }}")
+    p0 = project(make_project, **{"templates/site.conf.j2": site})
+    old = plan_of(p0, "r0").hosts[0]
+    deploy = materialize(tmp_path / "d", old)
+    p = project(make_project, {"DB_PASSWORD": "db-rotated-77"},
+                **{"templates/site.conf.j2": site})
+    plan = plan_of(p, "r1")
+    hp = plan.hosts[0]
+    d = host_diff(p, hp, inspect_dir(deploy, hp, running(old)),
+                  sentinel_files(p, plan)[hp.host.name])
+    diff = next(f for f in d.files if f.dest == "conf/site.conf").diff
+    assert diff is not None and "-password=******(old)\n+password=******\n" in diff
+    assert "DB-PASS-QZ7" not in diff and "DB-ROTATED-77" not in diff
+
+
+def test_templates_that_fail_with_the_sentinel_hide_files_with_secrets(
+        make_project: MakeProject, tmp_path: Path) -> None:
+    site = SITE + '{% if db_password != "db-pass-Qz7" %}{{ nowhere }}{% endif %}\n'
+    p = project(make_project, **{"templates/site.conf.j2": site})
+    plan = plan_of(p, "r1")
+    sentinels = sentinel_files(p, plan)["web-1"]
+    assert sentinels == {"app.conf": None, "conf/site.conf": None}
+    hp = plan.hosts[0]
+    d = host_diff(p, hp, Inspection(exists=False, current=None, docker="ok"), sentinels)
+    site_change = next(f for f in d.files if f.dest == "conf/site.conf")
+    assert site_change.diff is None and site_change.note == "holds a secret: content not shown"
+    compose = next(f for f in d.files if f.dest == "docker-compose.yaml")
+    assert compose.diff  # no secret in it: shown
