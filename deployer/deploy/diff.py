@@ -442,7 +442,10 @@ def predict_services(
                 r = next(r for r in mine if r.status != "running")
                 start[name] = ("one-shot runs again" if _oneshot_done(r, oneshot)
                                else f"container is {r.status}")
-    gone = [s for s in {*old, *old_services} if s not in new]
+    # A service that is gone is removed if it has a container (or docker
+    # could not be asked); one without a container has nothing to remove.
+    gone = [s for s in {*old, *old_services}
+            if s not in new and (rows is None or s in by_service)]
     remove = dict.fromkeys(sorted(gone), "not in the new compose file")
     for r in rows or []:
         if not r.oneoff and r.service and r.service not in new and r.service not in remove:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -506,3 +507,51 @@ def test_templates_that_fail_with_the_sentinel_hide_files_with_secrets(
     assert site_change.diff is None and site_change.note == "holds a secret: content not shown"
     compose = next(f for f in d.files if f.dest == "docker-compose.yaml")
     assert compose.diff  # no secret in it: shown
+
+
+def test_gone_service_without_a_container_has_nothing_to_remove() -> None:
+    old = {"services": {"web": {"image": "a"}, "gone": {"image": "g"}}}
+    new = {"services": {"web": {"image": "a"}}}
+    rows = [row("web", image="a")]
+    assert predict_services(new, old, ["web", "gone"], rows, first_release=False)[2] == {}
+    assert predict_services(new, old, ["web", "gone"], None, first_release=False)[2] == {
+        "gone": "not in the new compose file"}
+
+
+def test_script_falls_back_to_sudo_for_docker(tmp_path: Path) -> None:
+    """Stand-ins for docker (refused unless run through sudo) and sudo -n,
+    first on PATH: the script asks again through sudo, in the same run."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "docker").write_text(
+        '#!/bin/sh\n[ "$VIA_SUDO" = 1 ] || { echo "permission denied" >&2; exit 1; }\n'
+        'case "$1" in\n'
+        '  ps) echo "$*" > "$LOG"; echo abc123 ;;\n'
+        '  inspect) echo \'{"name":"/shop-web-1","service":"web","image":"i",'
+        '"state":{"Status":"running"}}\' ;;\nesac\n')
+    (bin_ / "sudo").write_text('#!/bin/sh\n[ "$1" = -n ] && shift\nVIA_SUDO=1 exec "$@"\n')
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    cmd = inspect_host(str(tmp_path / "none"), "shop", [])
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "LOG": str(tmp_path / "log")}
+    p = subprocess.run(["sh", "-c", cmd.shell()], input=cmd.stdin, capture_output=True,
+                       text=True, check=True, env=env, timeout=60)
+    ins = parse_inspection(p.stdout)
+    assert ins.docker == "ok"
+    assert [(r.name, r.status) for r in ins.containers] == [("shop-web-1", "running")]
+    assert (tmp_path / "log").read_text().split() == [
+        "ps", "-aq", "--no-trunc", "--filter", "label=com.docker.compose.project=shop"]
+
+
+def test_script_without_docker_says_so(tmp_path: Path) -> None:
+    cmd = inspect_host(str(tmp_path / "none"), "shop", [])
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sh", "readlink", "printf", "cat"):
+        path = shutil.which(tool)
+        if path:
+            (tools / tool).symlink_to(path)
+    p = subprocess.run([shutil.which("sh") or "/bin/sh", "-c", cmd.shell()], input=cmd.stdin,
+                       capture_output=True, text=True, check=True, timeout=60,
+                       env={"PATH": str(tools)})
+    assert parse_inspection(p.stdout).docker == "missing"
