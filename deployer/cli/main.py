@@ -69,7 +69,8 @@ def plan(
     diff: bool = typer.Option(False, "--diff", help="Read each host (read-only): what a ship "
                               "would change there, and drift."),
 ) -> None:
-    """Offline dry run: per host, the rendered files and the steps ship would run."""
+    """Offline dry run: per host, the rendered files and the steps ship would run.
+    With --diff, each host is read (never changed): what ship would change there."""
     from deployer.cli import plan_cmd
 
     plan_cmd.run_plan(get_state(ctx), env, limit, tag, files, diff)

@@ -155,23 +155,47 @@ def resolve_images(project: Project, tag: str) -> tuple[dict[str, str], list[str
     digest the registry holds for the tag when it holds one (then an
     unchanged host renders exactly what it runs), else the offline reference
     (the tag is not pushed yet: a ship builds and pins it). Returns the refs
-    and the names left unpinned. Reads the registry only."""
-    from deployer.images.refs import image_ref, pinned_ref
+    and the names left unpinned. Reads the registry only: over its HTTP API,
+    or through the local engine for registries that API does not handle
+    (Docker Hub); an engine that does not answer leaves the images unpinned."""
+    from deployer.images.refs import image_ref, normalize_server, pinned_ref
     from deployer.images.registry_api import manifest_digest
 
     reg = project.registry
     user = str(reg.username) if reg.username and reg.password else None
     password = str.__str__(reg.password) if user and reg.password else None
+    host = normalize_server(reg.server)
+    by_engine = not host or "/" in host
     refs: dict[str, str] = {}
     unpinned: list[str] = []
     for name, img in project.config.images.items():
-        digest = manifest_digest(reg.server, img.repository, tag, user, password)
+        if by_engine:
+            digest = _engine_digest(project, image_ref(reg.server, img.repository, tag))
+        else:
+            digest = manifest_digest(reg.server, img.repository, tag, user, password)
         if digest:
             refs[name] = pinned_ref(reg.server, img.repository, tag, digest)
         else:
             refs[name] = image_ref(reg.server, img.repository, tag)
             unpinned.append(name)
     return refs, unpinned
+
+
+def _engine_digest(project: Project, ref: str) -> str | None:
+    from deployer.errors import DeployerError
+    from deployer.images.engine import Engine, EngineError
+    from deployer.images.push import registry_auth
+
+    try:
+        eng = Engine.from_env()
+    except (DeployerError, EngineError, OSError):
+        return None
+    try:
+        return eng.registry_digest(ref, registry_auth(project.registry))
+    except (DeployerError, EngineError, OSError):
+        return None
+    finally:
+        eng.close()
 
 
 def _sentinel(value: Any) -> Any:

@@ -468,8 +468,10 @@ def test_images_change(make_project: MakeProject, tmp_path: Path) -> None:
     assert compose.status == "changed" and compose.diff and "+    image: " in compose.diff
 
 
-def test_resolve_images_without_a_registry_leaves_them_unpinned(
-        make_project: MakeProject) -> None:
+def test_resolve_images_without_an_engine_leaves_them_unpinned(
+        make_project: MakeProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Docker Hub is asked through the engine; none answers on this socket.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     p = project(make_project, **{"deployer.yaml": PROJECT.replace(
         "registry:\n  server: registry.example.com:5000\n  username: ci-bot\n"
         "  password: ${REGISTRY_PASSWORD}\n", "")})
