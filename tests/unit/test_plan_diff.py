@@ -557,3 +557,61 @@ def test_script_without_docker_says_so(tmp_path: Path) -> None:
                        capture_output=True, text=True, check=True, timeout=60,
                        env={"PATH": str(tools)})
     assert parse_inspection(p.stdout).docker == "missing"
+
+
+# -- the run over hosts ----------------------------------------------------------
+
+
+class LocalExecutor:
+    """Runs each command with the local ``sh``, as sshd would run it; a
+    host named in ``down`` is unreachable."""
+
+    def __init__(self, host: str, down: set[str], log: list[tuple[str, Command]]) -> None:
+        self.host = host
+        self.down = down
+        self.log = log
+
+    def run(self, command: Command, *, check: bool = True, timeout: float | None = None):
+        from deployer.errors import HostError
+        from deployer.remote.base import Result
+
+        self.log.append((self.host, command))
+        if self.host in self.down:
+            raise HostError(self.host, "connect", "connection refused")
+        p = subprocess.run(["sh", "-c", command.shell()], input=command.stdin,
+                           capture_output=True, text=True, timeout=60)
+        return Result(command, p.returncode, p.stdout, p.stderr)
+
+    def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
+        raise AssertionError("plan --diff never uploads")
+
+    def close(self) -> None:
+        pass
+
+
+def test_plan_diff_reads_each_host_once_and_reports_the_unreachable(
+        make_project: MakeProject, tmp_path: Path) -> None:
+    import io
+    import json
+
+    from deployer.deploy.api import RunOptions
+    from deployer.deploy.diff import plan_diff
+    from deployer.deploy.rollout import Policy
+    from deployer.report.reporters import PlainReporter
+
+    deploy = tmp_path / "deploy"
+    p = project(make_project, **{"deployer.yaml": PROJECT + f"deploy_dir: {deploy}\n"})
+    plan = build_plan(p, p.select(None), image_refs(p, "abc123"), "r1", "abc123")
+    materialize(deploy, plan.hosts[0])
+    log: list[tuple[str, Command]] = []
+    opts = RunOptions(policy=Policy(batches=["100%"], max_parallel=2, max_fail_percentage=100),
+                      executor=lambda h: LocalExecutor(h.name, {"web-2"}, log))
+    report = plan_diff(p, plan, PlainReporter(io.StringIO()), opts)
+    web1, web2 = report.hosts
+    # Same fingerprint; whether containers drift depends on this machine's engine.
+    assert web1.error is None and web1.same_fingerprint and web1.drift_files == []
+    assert web2.error is not None and "connection refused" in web2.error
+    assert not report.ok
+    assert sorted(h for h, _ in log) == ["web-1", "web-2"]  # one command per host
+    assert all(c.description == "inspect current release and containers" for _, c in log)
+    json.dumps(report.data())  # serialisable as is
