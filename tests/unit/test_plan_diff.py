@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ENV, MakeProject
+from conftest import BASIC_COMPOSE, BASIC_PROJECT, ENV, MakeProject
 
 from deployer.commands.base import Command
 from deployer.commands.health import INSPECT_TEMPLATE, ContainerRow
@@ -44,36 +44,15 @@ password={{ db_password }}
 end
 """
 
-COMPOSE = """\
-services:
-  web:
-    image: {{ images.web }}
-    environment:
-      WORKERS: "{{ workers }}"
-    volumes:
-      - ./app.conf:/etc/app.conf:ro
-      - ./data:/data
+# conftest's project plus a worker that mounts nothing of the release, and a
+# file that is not 0600 (so its diff is shown) holding a secret.
+COMPOSE = BASIC_COMPOSE + """\
   worker:
     image: {{ images.web }}
     command: ["work"]
 """
 
-PROJECT = """\
-app: shop
-registry:
-  server: registry.example.com:5000
-  username: ci-bot
-  password: ${REGISTRY_PASSWORD}
-images:
-  web:
-    repository: shop/web
-    context: .
-files:
-  - template: templates/docker-compose.yaml.j2
-    dest: docker-compose.yaml
-  - template: templates/app.conf.j2
-    dest: app.conf
-    mode: "0600"
+PROJECT = BASIC_PROJECT + """\
   - template: templates/site.conf.j2
     dest: conf/site.conf
 """
