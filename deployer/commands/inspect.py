@@ -7,9 +7,9 @@ One read-only round trip tells deployer how a host differs from a plan:
   whose hash no longer matches its manifest was edited by hand);
 - the content of the files the plan would change: deployer sends the plan's
   ``sha256 dest`` of each file it may show on stdin (never the hashes of
-  secret files), and the host prints, base64-encoded and capped at
-  :data:`CONTENT_CAP` bytes, only those whose hash differs and whose mode
-  gives group and others nothing (``*00``, a 0600 file) is not;
+  secret files), and the host prints, base64-encoded, only those whose hash
+  differs and that are not private (mode ``*00``, as 0600): at most
+  :data:`CONTENT_CAP` bytes of each and :data:`OUTPUT_BUDGET` bytes in all;
 - the project's containers (``docker ps -a`` by the compose project label,
   then ``docker inspect`` with :data:`deployer.commands.health.INSPECT_TEMPLATE`),
   through ``sudo -n docker`` when plain ``docker`` is refused, so no facts
@@ -38,9 +38,13 @@ MANIFEST = "manifest.json"
 # The most of one file's content a host sends back; a larger file is shown as
 # "changed" with no diff (plan output is for reading, not a transfer).
 CONTENT_CAP = 256 * 1024
+# The most file content one host sends in all; files past it are listed as
+# ``skipped`` (changed, no diff), so the output stays bounded however many
+# files a release has.
+OUTPUT_BUDGET = 4 * 1024 * 1024
 
 _INSPECT = r"""
-d=$1 cap=$2 label=$3 tpl=$4
+d=$1 cap=$2 left=$3 label=$4 tpl=$5
 printf '%s\n' 'deployer_inspect=1'
 if [ -d "$d" ]; then printf 'exists=1\n'; else printf 'exists=0\n'; fi
 t=$(readlink -- "$d/current" 2>/dev/null) || t=
@@ -58,8 +62,12 @@ if [ -n "$t" ] && cd -- "$d/current/" 2>/dev/null; then
     { dest = substr($0, 66); if (!(dest in have) || have[dest] != substr($0, 1, 64)) print dest }
   ' | while IFS= read -r dest; do
     [ -f "./$dest" ] || continue
-    m=$(stat -c %a -- "./$dest" 2>/dev/null) || continue
-    case $m in *00) continue ;; esac
+    m=$(stat -c '%a %s' -- "./$dest" 2>/dev/null) || continue
+    case ${m% *} in *00) continue ;; esac
+    n=${m#* }
+    [ "$n" -le "$cap" ] || n=$cap
+    if [ "$n" -gt "$left" ]; then printf 'skipped %s\n' "$dest"; continue; fi
+    left=$((left - n))
     printf 'content '; head -c "$cap" -- "./$dest" | base64 | tr -d '\n'; printf ' %s\n' "$dest"
   done
 else
@@ -106,7 +114,8 @@ def inspect_host(deploy_dir: str, app: str, want: Sequence[tuple[str, str]]) -> 
         lines.append(f"{sha} {dest}\n")
     return Script(
         _INSPECT,
-        args=(deploy_dir, str(CONTENT_CAP + 1), f"{PROJECT_LABEL}={app}", INSPECT_TEMPLATE),
+        args=(deploy_dir, str(CONTENT_CAP + 1), str(OUTPUT_BUDGET), f"{PROJECT_LABEL}={app}",
+              INSPECT_TEMPLATE),
         description="inspect current release and containers",
         stdin="".join(lines),
     ).command()
@@ -129,7 +138,8 @@ class Inspection:
     manifest_text: str | None = field(default=None, repr=False)
     files: dict[str, RemoteFile] = field(default_factory=dict)
     contents: dict[str, bytes] = field(default_factory=dict, repr=False)
-    truncated: set[str] = field(default_factory=set)
+    truncated: set[str] = field(default_factory=set)  # larger than CONTENT_CAP
+    skipped: set[str] = field(default_factory=set)  # past OUTPUT_BUDGET
     docker: str = "missing"  # ok | unreachable | missing
     containers: list[ContainerRow] = field(default_factory=list)
 
@@ -152,6 +162,7 @@ def parse_inspection(stdout: str) -> Inspection:
     sums: dict[str, str] = {}
     contents: dict[str, bytes] = {}
     truncated: set[str] = set()
+    skipped: set[str] = set()
     rows: list[str] = []
     manifest: str | None = None
     for line in lines[lines.index(MARKER) + 1:]:
@@ -172,6 +183,8 @@ def parse_inspection(stdout: str) -> Inspection:
                     truncated.add(dest)
                 else:
                     contents[dest] = raw
+        elif key == "skipped" and value:
+            skipped.add(value)
         elif key == "manifest":
             raw = _b64(value)
             manifest = raw.decode(errors="replace") if raw is not None else None
@@ -190,6 +203,7 @@ def parse_inspection(stdout: str) -> Inspection:
         files=files,
         contents=contents,
         truncated=truncated,
+        skipped=skipped,
         docker=kv.get("docker", "missing"),
         containers=parse_containers("\n".join(rows)),
     )

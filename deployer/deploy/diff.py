@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from deployer.commands.health import ContainerRow
-from deployer.commands.inspect import Inspection, inspect_host, parse_inspection
+from deployer.commands.inspect import CONTENT_CAP, Inspection, inspect_host, parse_inspection
 from deployer.config import Host, Project
 from deployer.deploy.api import RunOptions, run_over_hosts
 from deployer.deploy.hostrun import HostRun
@@ -239,6 +239,19 @@ def sentinel_files(project: Project, plan: Plan) -> dict[str, dict[str, bytes | 
 
 
 # -- pure: one host ------------------------------------------------------------
+
+
+def _showable(f: ReleaseFile) -> bool:
+    """A diff of ``f`` can be shown: text, and small enough to ask for."""
+    data = f.content
+    return len(data) <= CONTENT_CAP and _text(data) is not None
+
+
+def wanted(hp: HostPlan) -> list[tuple[str, str]]:
+    """``(dest, sha256)`` of the files whose current content a host is asked
+    for: never a secret file (nor its hash), nor one no diff is shown of."""
+    return [(f.dest, f.sha256) for f in hp.files
+            if not (f.secret or f.mode & 0o077 == 0) and _showable(f)]
 
 
 def _text(data: bytes) -> str | None:
@@ -514,8 +527,12 @@ def host_diff(
             fc.note = "secret: content not shown"
         elif f.dest in sentinels and sentinels[f.dest] is None:
             fc.note = "holds a secret: content not shown"
+        elif not _showable(f):
+            fc.note = "binary or larger than 256 KiB: content not shown"
         elif f.dest in ins.truncated:
-            fc.note = "larger than 256 KiB: content not shown"
+            fc.note = "current content larger than 256 KiB: not shown"
+        elif f.dest in ins.skipped:
+            fc.note = "not shown: the content read from a host is capped at 4 MiB"
         elif have_sha == f.sha256:
             pass  # only the mode changed
         elif status == "changed" and f.dest not in ins.contents:
@@ -638,10 +655,8 @@ def plan_diff(
     def job(ex: Executor, run: HostRun, item: object) -> HostReport:
         assert isinstance(item, HostPlan)
         hp = item
-        secret = {f.dest for f in hp.files if f.secret or f.mode & 0o077 == 0}
-        want = [(f.dest, f.sha256) for f in hp.files if f.dest not in secret]
         with run.step("inspect"):
-            res = ex.run(inspect_host(project.deploy_dir, project.app, want))
+            res = ex.run(inspect_host(project.deploy_dir, project.app, wanted(hp)))
             try:
                 ins = parse_inspection(res.stdout)
             except ValueError as e:

@@ -19,6 +19,7 @@ from deployer.commands.base import Command
 from deployer.commands.health import INSPECT_TEMPLATE, ContainerRow
 from deployer.commands.inspect import (
     CONTENT_CAP,
+    OUTPUT_BUDGET,
     Inspection,
     RemoteFile,
     inspect_host,
@@ -33,6 +34,7 @@ from deployer.deploy.diff import (
     resolve_images,
     sentinel_files,
     uses_release_paths,
+    wanted,
 )
 from deployer.plan import HostPlan, Plan, build_plan, image_refs
 from deployer.release_files import ReleaseFile
@@ -92,15 +94,11 @@ def run_script(cmd: Command) -> str:
     return p.stdout
 
 
-def want(hp: HostPlan) -> list[tuple[str, str]]:
-    return [(f.dest, f.sha256) for f in hp.files if not f.secret]
-
-
 def inspect_dir(deploy: Path, hp: HostPlan, rows: list[ContainerRow] | None = None
                 ) -> Inspection:
     """The real script against ``deploy``; containers replaced by ``rows``
     (the local engine's containers are not the test's)."""
-    ins = parse_inspection(run_script(inspect_host(str(deploy), "shop", want(hp))))
+    ins = parse_inspection(run_script(inspect_host(str(deploy), "shop", wanted(hp))))
     return dataclasses.replace(ins, docker="ok", containers=rows or [])
 
 
@@ -124,8 +122,9 @@ def test_builder_is_one_script_with_values_as_arguments_and_hashes_on_stdin() ->
     c = inspect_host("/opt/shop", "shop", [("docker-compose.yaml", "a" * 64),
                                            ("conf/site conf", "b" * 64)])
     assert c.argv[:2] == ("sh", "-c")
-    assert c.argv[3:] == ("sh", "/opt/shop", str(CONTENT_CAP + 1),
+    assert c.argv[3:] == ("sh", "/opt/shop", str(CONTENT_CAP + 1), str(OUTPUT_BUDGET),
                           "com.docker.compose.project=shop", INSPECT_TEMPLATE)
+    assert (CONTENT_CAP, OUTPUT_BUDGET) == (262144, 4194304)
     assert c.stdin == f"{'a' * 64} docker-compose.yaml\n{'b' * 64} conf/site conf\n"
     assert not c.sudo and c.ok_codes == (0,)
     assert "/opt/shop" not in c.argv[2]  # never spliced into the script
@@ -217,6 +216,21 @@ def test_script_prints_content_only_of_differing_files_that_are_not_0600(
     assert set(ins.contents) == {"conf/site.conf"}
     assert ins.contents["conf/site.conf"] == files["conf/site.conf"].content
     assert ins.manifest_text is not None and '"fingerprint"' in ins.manifest_text
+
+
+def test_script_output_is_bounded(tmp_path: Path) -> None:
+    rel = tmp_path / "releases" / "r0"
+    rel.mkdir(parents=True)
+    (tmp_path / "current").symlink_to("releases/r0")
+    names = [f"f{i:02d}.txt" for i in range(20)]
+    for n in names:
+        (rel / n).write_bytes(b"x" * (CONTENT_CAP + 4096))
+    ins = parse_inspection(run_script(inspect_host(str(tmp_path), "shop",
+                                                   [(n, "0" * 64) for n in names])))
+    fits = OUTPUT_BUDGET // (CONTENT_CAP + 1)
+    assert ins.truncated == set(names[:fits])  # each sent only up to the cap
+    assert ins.skipped == set(names[fits:])  # past the budget: not sent at all
+    assert ins.contents == {}
 
 
 # -- the comparison --------------------------------------------------------------
@@ -594,3 +608,24 @@ def test_plan_diff_reads_each_host_once_and_reports_the_unreachable(
     assert sorted(h for h, _ in log) == ["web-1", "web-2"]  # one command per host
     assert all(c.description == "inspect current release and containers" for _, c in log)
     json.dumps(report.data())  # serialisable as is
+
+
+def test_binary_or_large_copied_files_are_compared_but_never_fetched(
+        make_project: MakeProject, tmp_path: Path) -> None:
+    p = project(make_project)
+    old = plan_of(p, "r0").hosts[0]
+    extra = [ReleaseFile("logo.png", 0o644, "logo.png", kind="copy", data=b"\x89PNG\0old"),
+             ReleaseFile("big.txt", 0o644, "big.txt", kind="copy",
+                         data=b"y" * (CONTENT_CAP + 1))]
+    old = dataclasses.replace(old, files=[*old.files, *extra])
+    deploy = materialize(tmp_path / "d", old)
+    hp = plan_of(p, "r1").hosts[0]
+    hp = dataclasses.replace(hp, files=[*hp.files, *(dataclasses.replace(
+        f, data=f.content.replace(b"old", b"new").replace(b"y", b"z")) for f in extra)])
+    assert [d for d, _ in wanted(hp)] == ["docker-compose.yaml", "conf/site.conf"]
+    ins = inspect_dir(deploy, hp, running(old))
+    assert ins.contents == {}  # nothing differs that could be shown
+    d = host_diff(p, hp, ins)
+    notes = {f.dest: (f.status, f.note) for f in d.files if f.dest in ("logo.png", "big.txt")}
+    assert notes == dict.fromkeys(["logo.png", "big.txt"], (
+        "changed", "binary or larger than 256 KiB: content not shown"))
