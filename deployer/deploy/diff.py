@@ -22,6 +22,13 @@ result (:class:`HostDiff`) holds:
 
 A host with no current release is a first release: every file ``added``.
 Everything returned is already masked, so callers may serialise it as is.
+
+Secrets in a diff: the templates are rendered a second time with a sentinel
+for every secret, which marks the lines that hold one; those lines, and the
+host's old lines of the same shape, print as ``******`` (``******(old)`` when
+the value changed). The limit: an old line that held a secret the templates
+no longer render in the same shape (the line itself was rewritten) is shown
+as the host has it, masked only where it holds a secret known now.
 """
 
 from __future__ import annotations
@@ -277,7 +284,7 @@ def _masked_lines(
         return shown_new, None if old is None else [mask(ln) for ln in old.splitlines(True)]
     s_lines = sentinel.splitlines(keepends=True)
     if len(s_lines) != len(new_lines):
-        return None  # a multi-line secret: no line-by-line view
+        return None  # a multi-line secret, or lines that moved: no line-by-line view
     shapes: list[tuple[re.Pattern[str], str, str]] = []
     shown_new = []
     for real, s in zip(new_lines, s_lines, strict=True):
@@ -321,7 +328,7 @@ def file_diff(
     s_text = _text(sentinel) if sentinel is not None else None
     view = _masked_lines(new_text, s_text, old_text)
     if view is None:
-        return None, "holds a multi-line secret; content not shown"
+        return None, "holds a secret whose lines cannot be told apart; content not shown"
     new_lines, old_lines = view
     if reverse:
         return _unified(new_lines, old_lines or [], a, b), None

@@ -312,7 +312,7 @@ def test_multi_line_secret_hides_the_file(make_project: MakeProject) -> None:
     f = ReleaseFile("k.conf", 0o644, "t", data=b"key=line1\nline2\nend\n")
     diff, note = file_diff(f, b"key=old\nend\n", b"key=DEPLOYERSECRETSENTINELQX7\nend\n",
                            a="a", b="b")
-    assert diff is None and note and "multi-line secret" in note
+    assert diff is None and note and "holds a secret" in note
 
 
 def test_binary_file_has_no_diff() -> None:
