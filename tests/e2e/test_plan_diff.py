@@ -7,8 +7,8 @@ preinstalled. Then, each time through the CLI:
 
 - before the first ship: a first release, every file new;
 - after it: every host ``unchanged``, after one connection and one command;
-- one var changed: only that file's changed lines, and only ``web`` recreated;
-  text and ``-o json`` say the same;
+- one var changed: only that file's changed lines, and only ``web`` recreated
+  (text and ``-o json`` say the same, and a ship then recreates exactly it);
 - a secret rotated: the compose line that holds it changes, masked, and the
   0600 file is only ``changed``; neither value nor the file's hash is printed;
 - a file edited and a container stopped on the host by hand: drift.
@@ -133,6 +133,12 @@ class App:
         return {h.name: self.sh(h, tree) + "\n--- containers\n" + self.sh(h, ps)
                 for h in self.hosts}
 
+    def containers(self, host: Any) -> dict[str, str]:
+        """service -> container id of the project on ``host``."""
+        out = self.sh(host, "docker ps -a --no-trunc --filter label=com.docker.compose.project="
+                      f"{APP} --format '{{{{.Label \"com.docker.compose.service\"}}}} {{{{.ID}}}}'")
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
     def plan_diff(self, *args: str, env: dict[str, str] | None = None,
                   ) -> tuple[dict[str, Any], str]:
         """``plan --diff`` as JSON and as text; the hosts unchanged by both."""
@@ -217,8 +223,16 @@ def test_one_var_changed_shows_only_its_lines_and_the_service_to_recreate(app: A
     app.set_vars("two")
     try:
         report, text = app.plan_diff()
+        # The prediction is checked against what compose then does.
+        before = {h.name: app.containers(h) for h in app.hosts}
+        app.run("ship", "sandbox", "--tag", TAG)
+        after = {h.name: app.containers(h) for h in app.hosts}
     finally:
         app.set_vars("one")
+    app.run("ship", "sandbox", "--tag", TAG)  # back to the release the next tests expect
+    for h in app.hosts:
+        assert after[h.name]["web"] != before[h.name]["web"]  # recreated
+        assert after[h.name]["side"] == before[h.name]["side"]  # left alone
     for h in app.hosts:
         d = by_host(report)[h.name]
         assert not d["unchanged"] and not d["same_fingerprint"]
