@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -446,6 +447,7 @@ def predict_services(
     *,
     first_release: bool,
     oneshot: set[str] | None = None,
+    active: list[str] | None = None,
     env_changed: bool = False,
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     """(recreate, start, remove), each service -> why, for a ship that runs
@@ -457,8 +459,11 @@ def predict_services(
     ``rows``: the project's containers (None: docker could not be asked).
     ``oneshot``: services known to be one-shots; a container that exited 0
     under restart policy no/on-failure counts as one too.
+    ``active``: the services ``up`` starts (None: all); one that a disabled
+    profile leaves out is neither started nor removed.
     """
-    new = _services(new_doc)
+    defined = _services(new_doc)
+    new = {k: v for k, v in defined.items() if active is None or k in active}
     old = _services(old_doc)
     oneshot = oneshot or set()
     by_service: dict[str, list[ContainerRow]] = {}
@@ -489,10 +494,11 @@ def predict_services(
     # A service that is gone is removed if it has a container (or docker
     # could not be asked); one without a container has nothing to remove.
     gone = [s for s in {*old, *old_services}
-            if s not in new and (rows is None or s in by_service)]
+            if s not in defined and (rows is None or s in by_service)]
     remove = dict.fromkeys(sorted(gone), "not in the new compose file")
     for r in rows or []:
-        if not r.oneoff and r.service and r.service not in new and r.service not in remove:
+        if (not r.oneoff and r.service and r.service not in defined
+                and r.service not in remove):
             remove[r.service] = "orphan container (--remove-orphans)"
     return recreate, start, remove
 
@@ -605,11 +611,13 @@ def host_diff(
     old_doc = _yaml(old_text)
     old_services = [str(s) for s in manifest.get("services") or [] if isinstance(s, str)]
     rows = ins.containers if ins.docker == "ok" else None
+    # Services whose container may rest exited 0: one-shots, restart "no".
+    exits = {*hp.compose.oneshot, *hp.compose.may_exit}
 
     drift_containers: dict[str, str] = {}
     if not first and rows is not None:
         drift_containers = container_drift(old_services or list(_services(old_doc)),
-                                           old_doc, rows, set(hp.compose.oneshot))
+                                           old_doc, rows, exits)
     images: list[ImageChange] = []
     old_images = manifest.get("images") if isinstance(manifest.get("images"), dict) else {}
     assert isinstance(old_images, dict)
@@ -622,10 +630,11 @@ def host_diff(
     start: dict[str, str] = {}
     remove: dict[str, str] = {}
     if not noop:
-        env_changed = any(f.dest == ".env" and f.status != "unchanged" for f in files)
+        env_changed = any(posixpath.basename(f.dest) == ".env" and f.status != "unchanged"
+                          for f in files)
         recreate, start, remove = predict_services(
             new_doc, old_doc, old_services, rows, first_release=first,
-            oneshot=set(hp.compose.oneshot), env_changed=env_changed)
+            oneshot=exits, active=hp.compose.services, env_changed=env_changed)
     return HostDiff(
         host=hp.host.name, address=hp.host.address, current=ins.current, release=hp.release,
         unchanged=noop and not drift_files and not drift_containers, first_release=first,

@@ -629,3 +629,14 @@ def test_binary_or_large_copied_files_are_compared_but_never_fetched(
     notes = {f.dest: (f.status, f.note) for f in d.files if f.dest in ("logo.png", "big.txt")}
     assert notes == dict.fromkeys(["logo.png", "big.txt"], (
         "changed", "binary or larger than 256 KiB: content not shown"))
+
+
+def test_a_service_behind_a_disabled_profile_is_neither_started_nor_removed() -> None:
+    new = {"services": {"web": {"image": "a"}, "debug": {"image": "d", "profiles": ["dbg"]}}}
+    recreate, start, remove = predict_services(new, None, [], [], first_release=True,
+                                               active=["web"])
+    assert (recreate, start, remove) == ({}, {"web": "new service"}, {})
+    old = {"services": {"web": {"image": "a"}}}
+    rows = [row("web", image="a"), row("debug", image="d")]
+    assert predict_services(new, old, ["web"], rows, first_release=False,
+                            active=["web"]) == ({}, {}, {})
