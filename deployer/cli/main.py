@@ -66,11 +66,14 @@ def plan(
     limit: Optional[str] = LimitOpt,  # noqa: UP045 - typer needs Optional on 3.10
     tag: Optional[str] = typer.Option(None, "--tag", help="Image tag (default: from git)."),  # noqa: UP045
     files: bool = typer.Option(True, "--files/--no-files", help="Print rendered files."),
+    diff: bool = typer.Option(False, "--diff", help="Read each host (read-only): what a ship "
+                              "would change there, and drift."),
 ) -> None:
-    """Offline dry run: per host, the rendered files and the steps ship would run."""
+    """Offline dry run: per host, the rendered files and the steps ship would run.
+    With --diff, each host is read (never changed): what ship would change there."""
     from deployer.cli import plan_cmd
 
-    plan_cmd.run_plan(get_state(ctx), env, limit, tag, files)
+    plan_cmd.run_plan(get_state(ctx), env, limit, tag, files, diff)
 
 
 @app.command()

@@ -68,7 +68,12 @@ def plan_data(plan: Plan) -> dict[str, Any]:
     }
 
 
-def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: bool) -> None:
+def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: bool,
+             diff: bool = False) -> None:
+    if diff:  # reads the hosts: deployer/deploy/diff.py, printed by cli/diff_output.py
+        from deployer.cli.diff_output import run_plan_diff
+
+        return run_plan_diff(state, env, limit, tag)
     plan = _plan(state, env, limit, tag)
     data = plan_data(plan)
     if state.output == "json":

@@ -1,0 +1,112 @@
+"""``deployer plan ENV --diff``: parse, call :mod:`deployer.deploy.diff`, print.
+
+Text: per host its changed files as unified diffs, the images and services
+that change, and drift. ``-o json``: :meth:`DiffReport.data` as is. Exit 0
+when every host could be inspected, 1 when one could not.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import TYPE_CHECKING
+
+from deployer.cli.output import out, raw
+from deployer.cli.state import State
+
+if TYPE_CHECKING:
+    from deployer.deploy.diff import DiffReport, FileChange, HostDiff
+
+
+def run_plan_diff(state: State, env: str, limit: str | None, tag: str | None) -> None:
+    import typer
+
+    from deployer.config import load_project
+    from deployer.deploy.api import RunOptions
+    from deployer.deploy.diff import diff_plan, plan_diff
+    from deployer.deploy.rollout import Policy
+    from deployer.errors import EXIT_DEPLOY, ConfigError
+    from deployer.report.reporters import PlainReporter
+    from deployer.tags import is_valid_tag, project_tag
+
+    project = load_project(state.project_dir, env)
+    hosts = project.select(limit)
+    if tag is not None and not is_valid_tag(tag):
+        raise ConfigError(f"--tag {tag!r} is not a valid image tag",
+                          "letters, digits, '_', '.', '-'; at most 128")
+    plan, unpinned = diff_plan(project, hosts, tag or project_tag(project.root))
+    # Every host is read (a failure stops nothing), at most max_parallel at once.
+    policy = Policy(batches=["100%"], max_parallel=project.inventory.rollout.max_parallel,
+                    max_fail_percentage=100.0)
+    report = plan_diff(project, plan, PlainReporter(io.StringIO()), RunOptions(policy=policy),
+                       unpinned=unpinned)
+    if state.output == "json":
+        raw(json.dumps(report.data(), indent=2))
+    else:
+        print_report(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_DEPLOY)
+
+
+def print_report(report: DiffReport) -> None:
+    out(f"[bold]plan --diff[/bold] {report.app} -> {report.env}: release {report.release} "
+        f"(tag {report.tag}), {len(report.hosts)} hosts")
+    for name in report.unpinned:
+        out(f"  image {name}: {report.images[name]} is not in the registry yet; "
+            "ship builds, pushes and pins it", markup=False)
+    for h in report.hosts:
+        out("")
+        _host(h)
+
+
+def _file(f: FileChange, indent: str = "    ") -> None:
+    extra = [x for x in (f"mode {f.mode}" if f.mode else None, f.note) if x]
+    out(f"{indent}{f.status:<9} {f.dest}" + (f"  ({'; '.join(extra)})" if extra else ""),
+        markup=False)
+    if f.diff:
+        raw(f.diff)
+
+
+def _host(h: HostDiff) -> None:
+    cur = f"current {h.current}" if h.current else "no current release"
+    out(f"[bold]== {h.host}[/bold] ({h.address}, {cur})")
+    if h.error:
+        out(f"  error: {h.error}", markup=False)
+        return
+    if h.unchanged:
+        out("  unchanged")
+        return
+    if h.first_release:
+        out("  first release: every file is new")
+    if h.same_fingerprint:
+        out("  release unchanged (same fingerprint): ship changes nothing here, "
+            "so the drift below stays")
+    changed = [f for f in h.files if f.status != "unchanged"]
+    same = len(h.files) - len(changed)
+    if not changed:
+        out(f"  files: all {same} unchanged")
+    else:
+        out(f"  files ({same} unchanged):" if same else "  files:")
+        for f in changed:
+            _file(f)
+    if h.images:
+        out("  images:")
+        for i in h.images:
+            out(f"    {i.name}: {i.old or '-'} -> {i.new or '-'}", markup=False)
+    if h.recreate or h.start or h.remove:
+        out("  services (deployer's prediction from the compose file, "
+            "not compose's own config hash):")
+        for verb, group in (("recreate", h.recreate), ("start", h.start),
+                            ("remove", h.remove)):
+            for svc, why in sorted(group.items()):
+                out(f"    {verb:<8} {svc}: {why}", markup=False)
+    elif not h.same_fingerprint:
+        out("  services: none recreated, started or removed (deployer's prediction)")
+    if h.drift_files or h.drift_containers:
+        out("  [yellow]drift[/yellow] (the host no longer matches its current release):")
+        for f in h.drift_files:
+            _file(f)
+        for svc, what in sorted(h.drift_containers.items()):
+            out(f"    container {svc}: {what}", markup=False)
+    if h.docker != "ok":
+        out(f"  containers: not inspected (docker {h.docker})", markup=False)
