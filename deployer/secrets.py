@@ -22,12 +22,13 @@ words, so the config loader refuses them (:func:`too_short`).
 from __future__ import annotations
 
 import base64
+import contextvars
 import html
 import json
 import shlex
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 MASK = "******"
@@ -86,14 +87,41 @@ def spellings(value: str) -> list[str]:
     return seen
 
 
+# Set while a template renders (deployer/jinja_env.py): called with the length
+# of a piece cut from a Secret that is too short to mask; it raises.
+short_piece_guard: contextvars.ContextVar[Callable[[int], None] | None] = (
+    contextvars.ContextVar("short_piece_guard", default=None)
+)
+
+
 class Secret(str):
     """A string that is a secret. It behaves as ``str`` (so templates can use
-    it), but its ``repr`` is masked so it never leaks through debug output."""
+    it), but its ``repr`` is masked so it never leaks through debug output.
+
+    A slice of it is a Secret too, registered with the masker; inside a
+    template a piece too short to mask (``pw[0]``), or iterating over it
+    character by character, is an error."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
         return f"Secret({MASK!r})"
+
+    def __getitem__(self, key: Any) -> str:
+        piece = str.__getitem__(self, key)
+        if len(piece) >= MIN_SECRET_LEN:
+            masker.add(piece)
+            return Secret(piece)
+        guard = short_piece_guard.get()
+        if guard is not None and piece.strip():
+            guard(len(piece))
+        return piece
+
+    def __iter__(self) -> Iterator[str]:
+        guard = short_piece_guard.get()
+        if guard is not None and len(self):
+            guard(1)
+        return str.__iter__(self)
 
     @property
     def value(self) -> str:

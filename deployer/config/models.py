@@ -148,6 +148,8 @@ def check_template_path(v: str) -> str:
                          "characters)")
     if v.startswith(("/", "~")) or "\\" in v:
         raise ValueError(f"template {v[:60]!r} must be relative to the project folder")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in v.split("/")):
+        raise ValueError(f"template {v[:60]!r}...: a path component is longer than 255 bytes")
     norm = posixpath.normpath(v)
     if norm == ".." or norm.startswith("../") or norm == ".":
         raise ValueError(f"template {v[:60]!r} is outside the project folder")
