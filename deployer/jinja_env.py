@@ -126,6 +126,9 @@ def taint(result: Any, what: str) -> Any:
     if isinstance(result, str):
         _register(str.__str__(result), what)
         return result if isinstance(result, markupsafe.Markup) else Secret(result)
+    if isinstance(result, bytes):  # .encode(): printed as b'...\\xc3...'
+        _register(repr(result)[2:-1], what)
+        return result
     if isinstance(result, (int, float)) and not isinstance(result, bool):
         text = str(result)
         if len(text) >= MIN_SECRET_LEN:

@@ -109,8 +109,16 @@ def schema(
     raw(json.dumps(model.model_json_schema(), indent=2))
 
 
+_registered = False
+
+
 def _register() -> None:
-    """Sub-commands that live in their own modules."""
+    """Sub-commands that live in their own modules (once per process: tests
+    call ``main()`` many times)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from deployer.cli import deploy_cmds, images, logs_cmds
     from deployer.cli import sandbox as sandbox_cli
 

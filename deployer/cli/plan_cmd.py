@@ -11,8 +11,14 @@ from deployer.plan import Plan, build_plan, image_refs, new_release_id
 
 
 def _plan(state: State, env: str, limit: str | None, tag: str | None) -> Plan:
-    from deployer.tags import project_tag
+    from deployer.errors import ConfigError
+    from deployer.tags import is_valid_tag, project_tag
 
+    if tag is not None and not is_valid_tag(tag):
+        raise ConfigError(
+            f"--tag {tag[:130]!r} is not a valid image tag",
+            "letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-'",
+        )
     project = load_project(state.project_dir, env)
     hosts = project.select(limit)
     tag = tag or project_tag(project.root)

@@ -251,6 +251,12 @@ class _Reader:
             raise ConfigError(f"{self.where}: the compose file has no 'services' mapping")
         svcs: dict[str, Any] = doc["services"]
         for name, svc in svcs.items():
+            if not isinstance(name, str):  # `1:` or `true:` (a TypeError further on)
+                raise ConfigError(
+                    f"{self.where}: service name {name!r} is a {type(name).__name__}, "
+                    "not a string",
+                    f'quote it in the template: "{name}":',
+                )
             if not isinstance(svc, dict):
                 raise ConfigError(f"{self.where}: service {name!r} must be a mapping")
         if self.roles is not None:
