@@ -171,7 +171,9 @@ def main() -> None:
             show()
             sys.exit(code if code else EXIT_USAGE)
         if "-v" in sys.argv or "--verbose" in sys.argv:
-            raise
+            import traceback
+
+            err(traceback.format_exc())  # masked, like everything err() prints
         err(f"internal error: {type(e).__name__}: {e}")
         err("  hint: rerun with -v for the traceback, and please report it")
         sys.exit(EXIT_DEPLOY)
