@@ -445,8 +445,11 @@ class _Reader:
             return
         seen = seen | {rel}
         assert self.ctx is not None
+        from deployer.config.readfile import read_text
+
+        text = read_text(self.ctx.root / rel, f"{self.where}: {key}: {rel}", "compose file")
         try:
-            other = load_fast((self.ctx.root / rel).read_text(encoding="utf-8"))
+            other = load_fast(text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"{self.where}: {key}: cannot read {rel}: {e}") from None
         target = str(ext.get("service", name))
