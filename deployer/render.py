@@ -23,14 +23,11 @@ RESERVED = ("app", "env", "host", "images", "release", "groups", "deploy_dir")
 
 
 def _environment(root: Path) -> jinja2.Environment:
-    import jinja2
+    """Sandboxed, secret-aware, loading only regular files inside the project
+    (deployer/jinja_env.py)."""
+    from deployer.jinja_env import template_environment
 
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(root)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - we render YAML and config files, not HTML
-    )
+    return template_environment(root)
 
 
 def host_context(
@@ -87,7 +84,7 @@ class Renderer:
 
         if name in self._cache:
             return self._cache[name]
-        if not (self.project.root / name).is_file():
+        if not (self.project.root / name).exists():
             raise ConfigError(
                 f"{name}: template not found (host {host.name})",
                 f"create it, or fix the 'template' path in deployer.yaml "

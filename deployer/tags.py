@@ -72,11 +72,22 @@ def _walk(root: Path) -> list[tuple[str, Path]]:
 
 def _hash_file(h: hashlib._Hash, path: Path) -> None:
     try:
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 16), b""):
-                h.update(chunk)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (a hang).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:  # a socket, a file vanishing mid-walk, no permission
         h.update(b"?")
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device: never read it
+            h.update(b"?")
+            return
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            for chunk in iter(lambda: f.read(1 << 16), b""):
+                h.update(chunk)
+    except OSError:
+        h.update(b"?")
+    finally:
+        os.close(fd)
 
 
 def _git(root: Path, *args: str) -> bytes | None:

@@ -8,10 +8,9 @@ when every host could be inspected, 1 when one could not.
 from __future__ import annotations
 
 import io
-import json
 from typing import TYPE_CHECKING
 
-from deployer.cli.output import out, raw
+from deployer.cli.output import out, raw, raw_json
 from deployer.cli.state import State
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def run_plan_diff(state: State, env: str, limit: str | None, tag: str | None) ->
     report = plan_diff(project, plan, PlainReporter(io.StringIO()), RunOptions(policy=policy),
                        unpinned=unpinned)
     if state.output == "json":
-        raw(json.dumps(report.data(), indent=2))
+        raw_json(report.data())  # masked before serialising
     else:
         print_report(report)
     if not report.ok:

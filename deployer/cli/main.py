@@ -109,8 +109,16 @@ def schema(
     raw(json.dumps(model.model_json_schema(), indent=2))
 
 
+_registered = False
+
+
 def _register() -> None:
-    """Sub-commands that live in their own modules."""
+    """Sub-commands that live in their own modules (once per process: tests
+    call ``main()`` many times)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from deployer.cli import deploy_cmds, images, logs_cmds
     from deployer.cli import sandbox as sandbox_cli
 
@@ -163,7 +171,9 @@ def main() -> None:
             show()
             sys.exit(code if code else EXIT_USAGE)
         if "-v" in sys.argv or "--verbose" in sys.argv:
-            raise
+            import traceback
+
+            err(traceback.format_exc())  # masked, like everything err() prints
         err(f"internal error: {type(e).__name__}: {e}")
         err("  hint: rerun with -v for the traceback, and please report it")
         sys.exit(EXIT_DEPLOY)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from deployer.cli.output import err, out, raw
+from deployer.cli.output import err, esc, out, raw, raw_json
 from deployer.cli.state import State
 from deployer.config import load_project
 from deployer.plan import Plan, build_plan, image_refs, new_release_id
 
 
 def _plan(state: State, env: str, limit: str | None, tag: str | None) -> Plan:
-    from deployer.tags import project_tag
+    from deployer.errors import ConfigError
+    from deployer.tags import is_valid_tag, project_tag
 
+    if tag is not None and not is_valid_tag(tag):
+        raise ConfigError(
+            f"--tag {tag[:130]!r} is not a valid image tag",
+            "letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-'",
+        )
     project = load_project(state.project_dir, env)
     hosts = project.select(limit)
     tag = tag or project_tag(project.root)
@@ -28,10 +33,10 @@ def run_check(state: State, env: str) -> None:
     plan = _plan(state, env, None, None)
     n_files = sum(len(h.files) for h in plan.hosts)
     if state.output == "json":
-        raw(json.dumps({"ok": True, "env": env, "hosts": len(plan.hosts), "files": n_files}))
+        raw_json({"ok": True, "env": env, "hosts": len(plan.hosts), "files": n_files}, None)
         return
     out(
-        f"ok: {plan.project.config.app} / {env}: {len(plan.hosts)} hosts, "
+        f"ok: {plan.project.config.app} / {esc(env)}: {len(plan.hosts)} hosts, "
         f"{n_files} files rendered, {len(plan.images)} images"
     )
 
@@ -77,24 +82,25 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
     plan = _plan(state, env, limit, tag)
     data = plan_data(plan)
     if state.output == "json":
-        raw(json.dumps(data, indent=2))
+        raw_json(data)
         return
     p = plan.project
-    out(f"[bold]plan[/bold] {p.app} -> {env}: release {plan.release}, {len(plan.hosts)} hosts")
+    out(f"[bold]plan[/bold] {esc(p.app)} -> {esc(env)}: release {esc(plan.release)}, "
+        f"{len(plan.hosts)} hosts")
     for name, ref in plan.images.items():
-        out(f"  image {name}: {ref}  (digest pinned at ship)")
+        out(f"  image {name}: {ref}  (digest pinned at ship)", markup=False)
     for h in data["hosts"]:
         out("")
         groups = ",".join(h["groups"]) or "-"
-        out(f"[bold]== {h['name']}[/bold] ({h['address']}, groups: {groups}, "
-            f"services: {', '.join(h['services'])})")
+        out(f"[bold]== {esc(h['name'])}[/bold] ({esc(h['address'])}, groups: {esc(groups)}, "
+            f"services: {esc(', '.join(h['services']))})")
         if files:
             for f in h["files"]:
                 out(f"--- {p.deploy_dir}/releases/{plan.release}/{f['dest']} "
-                    f"(mode {f['mode']}, sha256 {f['sha256'][:12]})")
+                    f"(mode {f['mode']}, sha256 {f['sha256'][:12]})", markup=False)
                 raw(f["content"])
         out("steps:")
         for i, s in enumerate(h["steps"], 1):
-            out(f"  {i}. {s['step']}")
+            out(f"  {i}. {s['step']}", markup=False)
             for c in s["commands"]:
                 out(f"       $ {c}", markup=False)

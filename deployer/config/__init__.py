@@ -70,8 +70,11 @@ def list_envs(root: Path) -> list[str]:
 
 
 def _check_env_name(root: Path, env: str) -> Path:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", env):
-        raise ConfigError(f"environment name {env!r} is not valid", "use e.g. prod, staging")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", env):
+        raise ConfigError(
+            f"environment name {env[:70]!r}{'...' if len(env) > 70 else ''} is not valid",
+            "use letters, digits, '.', '_', '-' (at most 64), e.g. prod, staging",
+        )
     path = root / INVENTORY_DIR / f"{env}.yaml"
     if not path.is_file():
         envs = list_envs(root)
@@ -117,8 +120,11 @@ def load_project(
     if env_vars:
         hint = f"in the environment or in {dotenv_display}"
     if sf is not None:
-        if not isinstance(sf, str):
-            raise ConfigError(f"{imap.where(('secrets_file',))}: secrets_file must be a path")
+        if not isinstance(sf, str) or not sf.strip():
+            raise ConfigError(
+                f"{imap.where(('secrets_file',))}: secrets_file must be a path"
+                + (" (it is empty)" if isinstance(sf, str) else "")
+            )
         sf_path = Path(os.path.expanduser(sf))
         sf_path = sf_path if sf_path.is_absolute() else root / sf_path
         env_vars.update(read_dotenv(sf_path, sf))

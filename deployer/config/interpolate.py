@@ -16,7 +16,7 @@ from typing import Any
 
 from deployer.config.yamlfile import Loc, SourceMap
 from deployer.errors import ConfigError
-from deployer.secrets import Secret, masker
+from deployer.secrets import MIN_SECRET_LEN, Secret, masker, too_short
 
 # ${NAME}, ${NAME:-default} (unset or empty), ${NAME-default} (unset),
 # ${NAME:?message} / ${NAME?message} (required, as in compose); $$ is a literal $.
@@ -66,6 +66,12 @@ def _substitute(text: str, loc: Loc, env: Mapping[str, str], smap: SourceMap, hi
                 f"{smap.where(loc)}: {_key(loc)}: environment variable {name} is not set",
                 f"export {name}=... {hint}",
             )
+        if too_short(val):
+            raise ConfigError(
+                f"{smap.where(loc)}: {_key(loc)}: the value of {name} is {len(val)} "
+                f"character{'s' if len(val) > 1 else ''} long: too short to be masked in output",
+                f"a secret needs at least {MIN_SECRET_LEN} characters; use a longer {name}",
+            )
         used = True
         masker.add(val)
         return val
@@ -80,13 +86,12 @@ def _key(loc: Loc) -> str:
 
 def read_dotenv(path: Path, display: str) -> dict[str, str]:
     """A dotenv file: ``KEY=VALUE`` lines, ``export`` prefix, ``#`` comments,
-    single or double quotes. Small enough that a dependency is not worth it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{display}: secrets_file not found", "create it, or remove secrets_file"
-        ) from None
+    single or double quotes. Small enough that a dependency is not worth it.
+    A directory, FIFO, device, oversized, unreadable or non-UTF-8 file is a
+    ConfigError (never a hang: see :mod:`deployer.config.readfile`)."""
+    from deployer.config.readfile import read_text
+
+    text = read_text(path, display, "secrets_file", limit=1024 * 1024)
     out: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

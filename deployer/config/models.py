@@ -8,6 +8,7 @@ turns pydantic's errors into ``file:line: key: message`` with a did-you-mean.
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from typing import Annotated, Literal
@@ -23,6 +24,136 @@ from pydantic import (
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A DNS name or an ssh_config alias: labels of letters, digits, '_' and '-',
+# none starting with '-' (it would be read as an option by ssh, or by a
+# ProxyCommand that splices %h), no whitespace, quotes, '$', ';' or control
+# characters.
+HOSTNAME = re.compile(
+    r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?"
+)
+SSH_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\$?")
+MAX_NAME = 253
+
+# deploy_dir may not be one of these, nor inside the trees in SYSTEM_TREES:
+# ship creates, chowns and prunes inside it.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+    "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys",
+    "/tmp", "/usr", "/usr/local", "/var", "/var/lib", "/var/log", "/var/cache", "/var/tmp",
+    "/var/spool", "/var/mail", "/var/run", "/var/opt", "/var/www", "/var/backups",
+})
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+                "/proc", "/run", "/sbin", "/sys", "/usr/bin", "/usr/lib", "/usr/sbin",
+                "/usr/share", "/usr/include", "/usr/libexec", "/var/lib/docker")
+
+# Bounds for durations (seconds): a value past them is a typo or .inf, and
+# would hang a run (or overflow a timer) instead of failing it.
+DAY = 86400.0
+
+
+def check_name(kind: str, v: str) -> str:
+    """A host or group name: ``NAME``, at most 253 characters."""
+    if not isinstance(v, str) or len(v) > MAX_NAME or not NAME.fullmatch(v):
+        shown = v if isinstance(v, str) and len(v) <= 60 else f"{str(v)[:57]}..."
+        raise ValueError(
+            f"{kind} name {shown!r} is not valid: use letters, digits, '.', '_', '-' "
+            f"(starting with a letter or digit, at most {MAX_NAME})"
+        )
+    return v
+
+
+def check_address(v: str, what: str = "address") -> str:
+    """A host name, an IPv4 address or an IPv6 address (``[::1]`` or ``::1``);
+    returned without brackets, as sockets and known_hosts want it."""
+    shown = v if len(v) <= 60 else v[:57] + "..."
+    inner = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    if ":" in inner:
+        try:
+            ipaddress.IPv6Address(inner)
+            return inner
+        except ValueError:
+            pass
+    elif inner == v and len(v) <= MAX_NAME and HOSTNAME.fullmatch(v):
+        return v
+    hint = " (the port goes in ssh.port)" if re.fullmatch(r"[^:]+:\d+", v) else ""
+    raise ValueError(
+        f"{what} {shown!r} is not a host name, an IPv4 address or an [IPv6] address{hint}"
+    )
+
+
+def check_user(v: str) -> str:
+    if not SSH_USER.fullmatch(v):
+        shown = v if len(v) <= 60 else v[:57] + "..."
+        raise ValueError(
+            f"ssh user {shown!r} is not a valid user name (letters, digits, '_', '.', '-', "
+            "not starting with '-' or a digit)"
+        )
+    return v
+
+
+def check_proxy_jump(v: str) -> str:
+    """``none`` or a comma-separated chain of ``[ssh://][user@]host[:port]``."""
+    if v.strip().lower() == "none":
+        return v
+    for hop in v.split(","):
+        part = hop.strip().removeprefix("ssh://")
+        if not part:
+            raise ValueError(f"proxy_jump {v[:60]!r} has an empty hop")
+        if "@" in part:
+            user, part = part.rsplit("@", 1)
+            check_user(user)
+        port = None
+        if part.startswith("["):
+            end = part.find("]")
+            if end < 0:
+                raise ValueError(f"proxy_jump hop {hop.strip()[:60]!r}: unclosed '['")
+            host, rest = part[: end + 1], part[end + 1 :]
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"proxy_jump hop {hop.strip()[:60]!r} is not valid")
+                port = rest[1:]
+        elif part.count(":") == 1:
+            host, port = part.split(":")
+        else:
+            host = part
+        check_address(host, "proxy_jump host")
+        if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
+            raise ValueError(f"proxy_jump hop {hop.strip()[:60]!r}: bad port {port[:10]!r}")
+    return v
+
+
+def check_deploy_dir(v: str) -> str:
+    """An absolute, normalised directory that is not a system directory."""
+    if not v.startswith("/"):
+        raise ValueError(f"deploy_dir must be an absolute path (got {v[:60]!r})")
+    if any(ord(c) < 32 or c == "\x7f" for c in v) or len(v) > 1024:
+        raise ValueError("deploy_dir must be a plain path (no control characters, "
+                         "at most 1024 characters)")
+    if ".." in v.split("/"):
+        raise ValueError(f"deploy_dir {v!r} must not contain '..'")
+    norm = posixpath.normpath(v)
+    norm = "/" + norm.lstrip("/")  # normpath keeps a leading '//'
+    if norm in SYSTEM_DIRS or any(norm.startswith(t + "/") for t in SYSTEM_TREES):
+        raise ValueError(
+            f"deploy_dir {v!r} is a system directory (ship creates, chowns and prunes "
+            "inside it); use a directory of its own, e.g. /opt/<app>"
+        )
+    return norm
+
+
+def check_template_path(v: str) -> str:
+    """A template path inside the project: relative, without '..'."""
+    if not v or len(v) > 1024 or "\0" in v:
+        raise ValueError("template must be a path relative to the project (at most 1024 "
+                         "characters)")
+    if v.startswith(("/", "~")) or "\\" in v:
+        raise ValueError(f"template {v[:60]!r} must be relative to the project folder")
+    if any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in v.split("/")):
+        raise ValueError(f"template {v[:60]!r}...: a path component is longer than 255 bytes")
+    norm = posixpath.normpath(v)
+    if norm == ".." or norm.startswith("../") or norm == ".":
+        raise ValueError(f"template {v[:60]!r} is outside the project folder")
+    return v
 
 
 def _keep_str(v: object) -> str:
@@ -49,6 +180,12 @@ class RegistryConfig(Strict):
 
     @model_validator(mode="after")
     def _pair(self) -> RegistryConfig:
+        if self.username and self.password == "":
+            raise ValueError(
+                "password is empty (is the variable it names set to an empty string?)"
+            )
+        if self.password and self.username == "":
+            raise ValueError("username is empty")
         if bool(self.username) != bool(self.password):
             raise ValueError("username and password go together: set both or neither")
         return self
@@ -93,6 +230,11 @@ class FileSpec(Strict):
     dest: str
     mode: str = "0644"
 
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        return check_template_path(v)
+
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, v: object) -> str:
@@ -128,8 +270,8 @@ class ProjectConfig(Strict):
     files: list[FileSpec] = Field(default_factory=list)
     compose_file: str = "docker-compose.yaml"
     deploy_dir: str | None = None
-    keep_releases: int = Field(default=5, ge=1)
-    health_timeout: float = Field(default=120, gt=0)
+    keep_releases: int = Field(default=5, ge=1, le=1000)
+    health_timeout: float = Field(default=120, gt=0, le=DAY, allow_inf_nan=False)
     #: Project paths that are data (kept in <deploy_dir>/shared, never uploaded),
     #: whatever git says about them.
     shared: list[str] = Field(default_factory=list)
@@ -170,9 +312,7 @@ class ProjectConfig(Strict):
     @field_validator("deploy_dir")
     @classmethod
     def _deploy_dir(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("/"):
-            raise ValueError(f"deploy_dir must be an absolute path (got {v!r})")
-        return v.rstrip("/") or "/" if v else v
+        return check_deploy_dir(v) if v is not None else v
 
     @model_validator(mode="after")
     def _unique_dests(self) -> ProjectConfig:
@@ -201,8 +341,18 @@ class SSHConfig(Strict):
     known_hosts: str | None = None
     host_key_policy: HostKeyPolicy | None = None
     proxy_jump: str | None = None
-    connect_timeout: float | None = Field(default=None, gt=0)
-    command_timeout: float | None = Field(default=None, gt=0)
+    connect_timeout: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
+    command_timeout: float | None = Field(default=None, gt=0, le=DAY, allow_inf_nan=False)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        return check_user(v) if v is not None else v
+
+    @field_validator("proxy_jump")
+    @classmethod
+    def _proxy_jump(cls, v: str | None) -> str | None:
+        return check_proxy_jump(v) if v is not None else v
 
     def merged(self, over: SSHConfig | None) -> SSHConfig:
         if over is None:
@@ -221,6 +371,24 @@ class HostConfig(Strict):
     ssh: SSHConfig | None = None
     vars: dict[str, object] = Field(default_factory=dict)
 
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return check_address(v) if v is not None else v
+
+
+def _check_hosts(v: dict[str, HostConfig | None]) -> dict[str, HostConfig | None]:
+    for name, hc in v.items():
+        check_name("host", name)
+        if hc is None or hc.address is None:
+            # the name is the address then: it must be one too
+            try:
+                check_address(name)
+            except ValueError:
+                raise ValueError(f"host {name!r} has no address and its name is not one: "
+                                 "set address") from None
+    return v
+
 
 class GroupConfig(Strict):
     vars: dict[str, object] = Field(default_factory=dict)
@@ -228,6 +396,11 @@ class GroupConfig(Strict):
     ssh: SSHConfig | None = None
     services: list[str] | None = None
     files: list[FileSpec] | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: dict[str, HostConfig | None]) -> dict[str, HostConfig | None]:
+        return _check_hosts(v)
 
 
 BatchSize = int | str
@@ -239,9 +412,9 @@ def _all_at_once() -> list[BatchSize]:
 
 class RolloutConfig(Strict):
     batches: list[BatchSize] = Field(default_factory=_all_at_once)
-    max_parallel: int = Field(default=20, ge=1)
-    max_fail_percentage: float = Field(default=0, ge=0, le=100)
-    pause: float = Field(default=0, ge=0)
+    max_parallel: int = Field(default=20, ge=1, le=1000)
+    max_fail_percentage: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
+    pause: float = Field(default=0, ge=0, le=DAY, allow_inf_nan=False)
 
     @field_validator("batches")
     @classmethod
@@ -277,6 +450,10 @@ class InventoryConfig(Strict):
     @classmethod
     def _group_names(cls, v: dict[str, GroupConfig]) -> dict[str, GroupConfig]:
         for name in v:
-            if not NAME.fullmatch(name):
-                raise ValueError(f"group name {name!r}: use letters, digits, '.', '_', '-'")
+            check_name("group", name)
         return v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: dict[str, HostConfig | None]) -> dict[str, HostConfig | None]:
+        return _check_hosts(v)

@@ -251,6 +251,12 @@ class _Reader:
             raise ConfigError(f"{self.where}: the compose file has no 'services' mapping")
         svcs: dict[str, Any] = doc["services"]
         for name, svc in svcs.items():
+            if not isinstance(name, str):  # `1:` or `true:` (a TypeError further on)
+                raise ConfigError(
+                    f"{self.where}: service name {name!r} is a {type(name).__name__}, "
+                    "not a string",
+                    f'quote it in the template: "{name}":',
+                )
             if not isinstance(svc, dict):
                 raise ConfigError(f"{self.where}: service {name!r} must be a mapping")
         if self.roles is not None:
@@ -439,8 +445,11 @@ class _Reader:
             return
         seen = seen | {rel}
         assert self.ctx is not None
+        from deployer.config.readfile import read_text
+
+        text = read_text(self.ctx.root / rel, f"{self.where}: {key}: {rel}", "compose file")
         try:
-            other = load_fast((self.ctx.root / rel).read_text(encoding="utf-8"))
+            other = load_fast(text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"{self.where}: {key}: cannot read {rel}: {e}") from None
         target = str(ext.get("service", name))

@@ -11,6 +11,7 @@ above and the environment.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,11 +105,11 @@ def _expand(val: str, lookup: Lookup, display: str, n: int) -> str:
 def read_dotenv(
     path: Path, display: str, environ: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """``path`` parsed as dotenv, or ``{}`` when there is no such file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    """``path`` parsed as dotenv, or ``{}`` when there is no such file. A FIFO,
+    device or directory is a ConfigError, never a hang (config/readfile.py)."""
+    from deployer.config.readfile import read_text
+
+    if not os.path.lexists(path):
         return {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{display}: cannot read: {e}") from None
+    text = read_text(path, display, ".env", limit=1024 * 1024)
     return parse_dotenv(text, display, environ)

@@ -11,6 +11,12 @@ check must be at least as strict as OpenSSH's:
   it after an out-of-band check.
 - ``accept-new``: an unknown host is trusted on first use and its key appended
   to known_hosts (and logged with its fingerprint); a changed key is refused.
+  The key must read back from the file, and the file must be a regular one
+  (``/dev/null`` would make every key "new" forever).
+
+A key listed under ``@revoked`` is refused whatever the policy. Host
+certificates (``@cert-authority``) are not supported: a host covered only by
+one is refused with a message that says so.
 
 A changed key (the host is known, with other keys) is always refused, naming
 the new fingerprint and ``ssh-keygen -R``. Entries for non-22 ports are
@@ -24,11 +30,15 @@ and paramiko's own partial logic (which compares only one key type) never runs.
 from __future__ import annotations
 
 import base64
+import binascii
 import fcntl
+import fnmatch
 import hashlib
+import hmac
 import logging
 import os
 import shlex
+import stat
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -82,30 +92,113 @@ class KnownKey:
     key: paramiko.PKey
 
 
+@dataclass(frozen=True)
+class _Entry:
+    marker: str | None  # None, "@revoked" or "@cert-authority"
+    patterns: tuple[str, ...]
+    keytype: str
+    key: paramiko.PKey | None  # None: a key type paramiko cannot read
+    lineno: int
+
+    def matches(self, name: str) -> bool:
+        """OpenSSH's host pattern rules: hashed names, ``*``/``?`` globs and
+        ``!negation`` (a negated match wins)."""
+        hit = False
+        for pat in self.patterns:
+            negated = pat.startswith("!")
+            pat = pat[1:] if negated else pat
+            if pat.startswith("|1|"):
+                ok = _hashed_match(pat, name)
+            elif "*" in pat or "?" in pat:
+                ok = fnmatch.fnmatchcase(name.lower(), pat.lower())
+            else:
+                ok = pat.lower() == name.lower()
+            if ok and negated:
+                return False
+            hit = hit or ok
+        return hit
+
+
+def _hashed_match(pattern: str, name: str) -> bool:
+    try:
+        _, _, salt_b64, mac_b64 = pattern.split("|", 3)
+        salt = base64.b64decode(salt_b64)
+        mac = base64.b64decode(mac_b64)
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), mac)
+
+
 class KnownHosts:
     """A known_hosts file, read fresh on every lookup (another host of the same
-    run may just have appended to it)."""
+    run may just have appended to it).
+
+    The file must be a regular file (or not exist yet): ``/dev/null`` would
+    silently turn ``accept-new`` into "accept everything". ``@revoked`` lines
+    are honoured; ``@cert-authority`` lines are recognised (host certificates
+    are not supported: :func:`check_host_key` says so). Lines paramiko cannot
+    read (a key type it does not know, bad base64) are skipped like OpenSSH
+    does.
+    """
+
+    MAX_BYTES = 16 * 1024 * 1024
 
     def __init__(self, path: str) -> None:
         self.path = os.path.expanduser(path)
 
-    def _load(self) -> paramiko.HostKeys:
-        import paramiko
+    def check_file(self) -> bool:
+        """Whether the file exists; raises OSError when it is not a regular file."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise OSError(f"cannot use known_hosts {self.path}: {e.strerror or e}") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise OSError(
+                f"known_hosts {self.path} is {kind}: host keys cannot be checked against it"
+            )
+        return True
 
-        keys = paramiko.HostKeys()
-        if os.path.exists(self.path):
+    def _entries(self) -> list[_Entry]:
+        if not self.check_file():
+            return []
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
             try:
-                keys.load(self.path)
-            except (OSError, paramiko.SSHException) as e:
-                raise OSError(f"cannot read known_hosts {self.path}: {e}") from e
-        return keys
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"known_hosts {self.path} is not a regular file")
+                with os.fdopen(fd, "rb", closefd=False) as f:
+                    data = f.read(self.MAX_BYTES + 1)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise OSError(f"cannot read known_hosts {self.path}: {e.strerror or e}") from None
+        if len(data) > self.MAX_BYTES:
+            raise OSError(f"known_hosts {self.path} is larger than {self.MAX_BYTES} bytes")
+        return _parse(data.decode("utf-8", "replace"))
 
     def lookup(self, name: str) -> list[KnownKey]:
-        """Every key filed under ``name`` (plain or hashed entries)."""
-        found = self._load().lookup(name)
-        if found is None:
-            return []
-        return [KnownKey(t, found[t]) for t in found]
+        """Every key filed under ``name`` (plain or hashed entries), except
+        revoked ones and certificate authorities."""
+        return [
+            KnownKey(e.keytype, e.key)
+            for e in self._entries()
+            if e.marker is None and e.key is not None and e.matches(name)
+        ]
+
+    def revoked(self, key: paramiko.PKey) -> int | None:
+        """The line of an ``@revoked`` entry for ``key`` (any host), or None."""
+        for e in self._entries():
+            if e.marker == "@revoked" and e.key is not None and e.key == key:
+                return e.lineno
+        return None
+
+    def cert_authorities(self, name: str) -> list[int]:
+        """Lines of ``@cert-authority`` entries that apply to ``name``."""
+        return [e.lineno for e in self._entries()
+                if e.marker == "@cert-authority" and e.matches(name)]
 
     def preferred_key_types(self, name: str, available: list[str]) -> list[str]:
         """Host-key algorithms to offer, known ones first (OpenSSH does the same:
@@ -116,14 +209,19 @@ class KnownHosts:
         return known + [t for t in available if t not in known]
 
     def append(self, name: str, key: paramiko.PKey) -> None:
-        """Add ``name keytype base64`` unless an equal entry appeared meanwhile."""
+        """Add ``name keytype base64`` unless an equal entry appeared meanwhile.
+        The file is created (0600) if missing; it must read back with the key."""
+        self.check_file()
         directory = os.path.dirname(self.path)
         if directory and not os.path.isdir(directory):
             os.makedirs(directory, mode=0o700, exist_ok=True)
         line = f"{name} {key.get_name()} {key.get_base64()}\n"
         with _append_lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
+                         0o600)
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a device meanwhile
+                    raise OSError(f"known_hosts {self.path} is not a regular file")
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if any(k.key == key for k in self.lookup(name)):
                     return
@@ -137,6 +235,34 @@ class KnownHosts:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
+
+
+def _parse(text: str) -> list[_Entry]:
+    from paramiko.hostkeys import HostKeyEntry
+
+    out: list[_Entry] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = None
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            line = line.strip()
+            marker = marker.lower()
+            if marker not in ("@revoked", "@cert-authority"):
+                continue  # OpenSSH ignores lines with an unknown marker
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        try:
+            entry = HostKeyEntry.from_line(" ".join(fields[:3]), n)
+        except Exception:  # InvalidHostKey, binascii.Error, ValueError, ...: paramiko varies
+            # paramiko raises assorted errors on a malformed key: skip the line
+            entry = None
+        out.append(_Entry(marker, tuple(fields[0].split(",")), fields[1],
+                          entry.key if entry is not None else None, n))
+    return out
 
 
 def check_host_key(
@@ -164,13 +290,36 @@ def check_host_key(
             f"use one of: {', '.join(POLICIES)}",
         )
     store = KnownHosts(known_hosts)
+    fp = fingerprint(key)
     try:
         known = store.lookup(name)
+        revoked = store.revoked(key)
+        cas = store.cert_authorities(name) if not known else []
     except OSError as e:
-        raise HostKeyError(host, str(e), "fix or remove the file") from None
-    fp = fingerprint(key)
+        raise HostKeyError(
+            host, str(e),
+            "point ssh.known_hosts at a regular file (it is created if missing)",
+        ) from None
+    if revoked is not None:
+        raise HostKeyError(
+            host,
+            f"host key for {name} ({key.get_name()} {fp}) is REVOKED in {store.path} "
+            f"(line {revoked}, @revoked); refusing",
+            "the host presents a key its administrators revoked: find out why before "
+            "connecting",
+            changed=True,
+        )
     if any(k.key == key for k in known):
         return "known"
+    if cas:
+        raise HostKeyError(
+            host,
+            f"{store.path} (line {cas[0]}) trusts a certificate authority for {name} "
+            "(@cert-authority), but deployer does not support host certificates; "
+            f"the host presents {key.get_name()} {fp}",
+            "add the host's own key to known_hosts (`ssh-keyscan`), after checking its "
+            "fingerprint out of band",
+        )
     if known:
         old = ", ".join(f"{k.keytype} {fingerprint(k.key)}" for k in known)
         raise HostKeyError(
@@ -185,12 +334,20 @@ def check_host_key(
     if policy == "accept-new":
         try:
             store.append(name, key)
+            recorded = any(k.key == key for k in store.lookup(name))
         except OSError as e:
             raise HostKeyError(
                 host,
                 f"cannot record new host key {key.get_name()} {fp} for {name} in {store.path}: {e}",
                 "make the known_hosts file writable",
             ) from None
+        if not recorded:
+            raise HostKeyError(
+                host,
+                f"recorded new host key {key.get_name()} {fp} for {name} in {store.path}, "
+                "but it does not read back from the file; refusing",
+                "point ssh.known_hosts at a regular, writable file",
+            )
         log.warning(
             "%s: accepted new host key for %s: %s %s (added to %s, host_key_policy accept-new)",
             host, name, key.get_name(), fp, store.path,

@@ -19,6 +19,7 @@ the same policy.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import logging
 import os
@@ -260,6 +261,12 @@ def _open_hop(
 
     timeout = settings.connect_timeout
     store = KnownHosts(settings.known_hosts)
+    try:
+        store.check_file()  # a regular file, or absent: before any byte is sent
+    except OSError as e:
+        raise HostKeyError(
+            host, str(e), "point ssh.known_hosts at a regular file (it is created if missing)"
+        ) from None
     client = paramiko.SSHClient()  # no host keys loaded: every key goes to our policy
     client.set_missing_host_key_policy(
         make_policy(
@@ -272,7 +279,9 @@ def _open_hop(
     def transport_factory(s: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
         t = paramiko.Transport(s, disabled_algorithms=disabled_algorithms)
         opts = t.get_security_options()
-        opts.key_types = store.preferred_key_types(ep.host_key_name, list(opts.key_types))
+        # An unusable file is reported by the policy, with its own message.
+        with contextlib.suppress(OSError):
+            opts.key_types = store.preferred_key_types(ep.host_key_name, list(opts.key_types))
         return t
 
     missing = [p for p in ep.identity_files if not os.path.exists(p)]

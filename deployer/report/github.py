@@ -1,15 +1,20 @@
 """GitHub Actions output: what a run looks like when ``GITHUB_ACTIONS=true``.
 
 The runner reads workflow commands (``::name key=value::data``) from the
-step's output, so in CI deployer:
+step's output, stdout and stderr alike (actions/runner
+``src/Runner.Worker/Handlers/ScriptHandler.cs`` gives each stream its own
+``OutputManager`` with the ``ActionCommandManager``), so in CI deployer:
 
-- announces every secret value with ``::add-mask::`` before anything else is
-  printed (the runner then hides it even where deployer's own masker could
-  not see it, e.g. a secret reformatted by a remote tool);
+- announces every secret value with ``::add-mask::`` on **stderr**, at the
+  moment the config loader registers it, so before anything else can print
+  it (the runner then hides it even where deployer's own masker could not
+  see it, e.g. a secret reformatted by a remote tool). Never on stdout:
+  ``deployer -o json ... > report.json`` must hold valid JSON and no secret;
 - prints one ``::group::``/``::endgroup::`` per host, written in one piece when
   the host finishes, so the lines of hosts deploying in parallel never
   interleave in the log;
-- adds an ``::error`` annotation per failed host (shown on the run's page);
+- adds an ``::error`` annotation per failed host (shown on the run's page;
+  the CLI's own error annotation goes to stderr, for the same reason);
 - appends a Markdown summary to ``$GITHUB_STEP_SUMMARY`` and ``release`` and
   ``result`` to ``$GITHUB_OUTPUT`` (the composite action's outputs).
 
@@ -104,9 +109,9 @@ def enable_masks(stream: IO[str] | None = None) -> None:
     """Announce every secret known now, and every one registered later at the
     moment it is registered (config loading registers each ``${VAR}`` value
     before anything can print it). Called by the CLI's ``main`` at start-up
-    when ``GITHUB_ACTIONS=true``; idempotent."""
-    a = announcer_for(stream or sys.stdout)
-    a.announce(masker.values)
+    when ``GITHUB_ACTIONS=true``; idempotent. ``stream`` defaults to stderr."""
+    a = announcer_for(stream or sys.stderr)
+    a.announce(masker.originals)
     if not any(sub is a for sub, _ in _subscribed):
         _subscribed.append((a, masker.subscribe(a)))
 
@@ -119,10 +124,11 @@ def disable_masks() -> None:
 
 def error_annotation(title: str, message: str, stream: IO[str] | None = None) -> None:
     """An ``::error`` annotation with a masked message (used by the CLI for
-    errors that end a command before any host is touched)."""
-    out = stream or sys.stdout
+    errors that end a command before any host is touched), on stderr by
+    default so that stdout stays the JSON report under ``-o json``."""
+    out = stream or sys.stderr
     a = announcer_for(out)
-    a.announce(masker.values)
+    a.announce(masker.originals)
     out.write(command("error", mask(message), title=mask(title)) + "\n")
     out.flush()
 
@@ -131,23 +137,26 @@ class GithubReporter:
     """The :class:`~deployer.report.reporters.Reporter` for GitHub Actions."""
 
     def __init__(
-        self, stream: IO[str] | None = None, environ: Mapping[str, str] | None = None
+        self, stream: IO[str] | None = None, environ: Mapping[str, str] | None = None,
+        masks: IO[str] | None = None,
     ) -> None:
+        """``stream`` gets the log (stdout), ``masks`` the ``::add-mask::``
+        lines (stderr: a secret is never written to stdout, not even there)."""
         self.stream = stream or sys.stdout
         self.environ = os.environ if environ is None else environ
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self._buffers: dict[str, list[str]] = {}
         self._annotated: set[str] = set()
-        self._masks = announcer_for(self.stream)
-        self._masks.announce(masker.values)
+        self._masks = announcer_for(masks or sys.stderr)
+        self._masks.announce(masker.originals)
 
     # -- output -----------------------------------------------------------
 
     def _write(self, lines: list[str]) -> None:
         """Masks first (any secret registered since), then the lines, masked."""
         with self._lock:
-            self._masks.announce(masker.values)
+            self._masks.announce(masker.originals)
             self.stream.write("".join(mask(line) + "\n" for line in lines))
             self.stream.flush()
 
@@ -207,7 +216,7 @@ class GithubReporter:
             if not h.ok:
                 self._annotate(h)
         with self._lock:
-            self._masks.announce(masker.values)
+            self._masks.announce(masker.originals)
             c = Console(file=self.stream, no_color=True, highlight=False, width=120,
                         force_terminal=False)
             c.print(summary_table(run))

@@ -7,14 +7,13 @@ finishes. All text passes through the masker.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from typing import IO, TYPE_CHECKING, Protocol
 
 from deployer.report.model import HostReport, RunReport
-from deployer.secrets import mask
+from deployer.secrets import dumps_masked, mask
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,24 +39,35 @@ RESULT_STYLE = {
 
 
 def summary_table(run: RunReport) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=mask(f"{run.command} {run.app} -> {run.env}"), title_justify="left")
+    t = Table(title=escape(mask(f"{run.command} {run.app} -> {run.env}")), title_justify="left")
     t.add_column("host")
     t.add_column("result")
     t.add_column("release")
     t.add_column("time", justify="right")
     t.add_column("detail", overflow="fold")
+    from rich.text import Text
+
     for h in run.hosts:
         style = RESULT_STYLE.get(h.result, "")
+        # Text, not markup: a host named "[/data]" or an error holding "[/]"
+        # must print as written (a markup string would raise).
         t.add_row(
-            h.host,
-            f"[{style}]{h.result}[/]" if style else h.result,
-            h.release or "-",
+            Text(mask(h.host)),
+            Text(h.result, style=style),
+            Text(mask(h.release or "-")),
             f"{h.seconds:.1f}s",
-            mask(h.error or h.detail or ""),
+            Text(mask(h.error or h.detail or "")),
         )
     return t
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(mask(text))
 
 
 def summary_line(run: RunReport) -> str:
@@ -113,10 +123,11 @@ class LiveReporter(PlainReporter):
 
     def _render(self) -> Table:
         from rich.table import Table
+        from rich.text import Text
 
         t = Table.grid(padding=(0, 2))
         for host, st in self.state.items():
-            t.add_row(host, mask(st))
+            t.add_row(Text(mask(host)), mask(st))
         return t
 
     def _update(self) -> None:
@@ -124,13 +135,13 @@ class LiveReporter(PlainReporter):
             self.live.update(self._render())
 
     def batch(self, no: int, hosts: list[str]) -> None:
-        self.console.print(f"[bold]== batch {no}[/bold]: {', '.join(hosts)}")
+        self.console.print(f"[bold]== batch {no}[/bold]: {_esc(', '.join(hosts))}")
         for h in hosts:
             self.state[h] = "waiting"
         self._update()
 
     def step(self, host: str, step: str) -> None:
-        self.state[host] = f"[cyan]{step}…[/cyan]"
+        self.state[host] = f"[cyan]{_esc(step)}…[/cyan]"
         self._update()
 
     def log(self, host: str, line: str) -> None:
@@ -154,7 +165,8 @@ class JsonReporter(PlainReporter):
 
     def finish(self, run: RunReport) -> None:
         super().finish(run)  # the summary table still ends the run, on stderr
-        sys.stdout.write(mask(json.dumps(run.to_json(), indent=2)) + "\n")
+        # masked before serialising: json.dumps escapes, and would hide a secret
+        sys.stdout.write(dumps_masked(run.to_json(), indent=2) + "\n")
         sys.stdout.flush()
 
 

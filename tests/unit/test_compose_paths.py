@@ -486,14 +486,14 @@ def test_dotenv_feeds_deployer_yaml_and_the_environment_wins(make_project, tmp_p
         "    args: {VERSION: '${VERSION:?set VERSION}'}\n")
     (root / "deployer.yaml").write_text(cfg)
     (root / ".env").write_text(
-        "DOCKERFILE=Dockerfile.prod\nVERSION=1.4\nDB_PASSWORD=from-dotenv\n")
-    env = {"REGISTRY_PASSWORD": "r", "DB_PASSWORD": "from-env"}
+        "DOCKERFILE=Dockerfile.prod\nVERSION=1.4.2\nDB_PASSWORD=from-dotenv\n")
+    env = {"REGISTRY_PASSWORD": "r-pw", "DB_PASSWORD": "from-env"}
     p = load_project(root, "prod", env)
     img = p.config.images["web"]
-    assert img.dockerfile == "Dockerfile.prod" and img.args == {"VERSION": "1.4"}
-    assert mask("version 1.4") == "version ******"  # from .env: a secret, as from the env
+    assert img.dockerfile == "Dockerfile.prod" and img.args == {"VERSION": "1.4.2"}
+    assert mask("version 1.4.2") == "version ******"  # from .env: a secret, as from the env
     assert p.hosts[0].vars["db_password"] == "from-env"
-    (root / ".env").write_text("DOCKERFILE=D\n")
+    (root / ".env").write_text("DOCKERFILE=Dfile\n")
     with pytest.raises(ConfigError, match="VERSION is required: set VERSION"):
         load_project(root, "prod", env)
 

@@ -91,13 +91,13 @@ def test_secrets_file_and_environment_wins(make_project: MakeProject) -> None:
     root = make_project(
         {
             "inventories/prod.yaml": inv,
-            ".deployer/prod.env": "# comment\nexport DB_PASSWORD='file-pw'\nFROM_FILE=\"q v\"\n"
+            ".deployer/prod.env": "# comment\nexport DB_PASSWORD='file-pw'\nFROM_FILE=\"q  v\"\n"
             "REGISTRY_PASSWORD=file-reg\n",
         }
     )
     p = load(root, environ={"DB_PASSWORD": "env-pw"})
     assert p.hosts[0].vars["pw"] == "env-pw"
-    assert p.hosts[0].vars["other"] == "q v"
+    assert p.hosts[0].vars["other"] == "q  v"
     assert p.registry.password == "file-reg"
 
 

@@ -56,7 +56,7 @@ def test_escaping_follows_the_runner() -> None:
 def test_masks_come_before_anything_and_cover_late_secrets(tmp_path: Path) -> None:
     masker.add(SECRET)
     stream = io.StringIO()
-    r = GithubReporter(stream, files(tmp_path))
+    r = GithubReporter(stream, files(tmp_path), masks=stream)
     assert stream.getvalue() == f"::add-mask::{SECRET}\n"
     r.batch(1, ["web-1"])
     masker.add(LATE)  # registered mid-run: announced before the next line
@@ -78,7 +78,7 @@ def test_mask_lines_escape_and_skip_multiline_values(tmp_path: Path) -> None:
     masker.add("50%off\rx")  # \r inside a value: not announced whole
     masker.add("pct%value")
     stream = io.StringIO()
-    GithubReporter(stream, files(tmp_path))
+    GithubReporter(stream, files(tmp_path), masks=stream)
     lines = stream.getvalue().splitlines()
     assert "::add-mask::AAAABBBBCCCCDDDD1234" in lines
     assert "::add-mask::-----BEGIN KEY-----" in lines
@@ -97,7 +97,7 @@ def test_enable_masks_announces_at_registration(tmp_path: Path) -> None:
         enable_masks(stream)  # idempotent
         masker.add("third-secret")
         assert stream.getvalue().count("third-secret") == 1
-        GithubReporter(stream, files(tmp_path))  # shares the announcer: no repeats
+        GithubReporter(stream, files(tmp_path), masks=stream)  # shares the announcer
         assert stream.getvalue().count(SECRET) == 1
     finally:
         disable_masks()

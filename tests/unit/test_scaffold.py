@@ -99,7 +99,7 @@ def test_scaffold_checks_and_renders_with_the_real_loader(tmp_path: Path) -> Non
     """The scaffold is what a new user runs first: `deployer check prod` on it
     must pass once REGISTRY_PASSWORD is set."""
     init_project(tmp_path)
-    project = load_project(tmp_path, "prod", {"REGISTRY_PASSWORD": "pw"})
+    project = load_project(tmp_path, "prod", {"REGISTRY_PASSWORD": "pw-1234"})
     [host] = project.hosts
     files = Renderer(project).render(host, {"web": "r.example/x/web:t@sha256:" + "c" * 64}, "r1")
     [compose] = files
