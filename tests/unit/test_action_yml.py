@@ -194,9 +194,12 @@ def test_deploy_step_runs_the_cli_with_masks_and_outputs(runner: Runner) -> None
                      "registry-password": REG_PW}
     r = runner.run("deploy")
     assert r.returncode == 0, r.stdout + r.stderr
-    lines = r.stdout.splitlines()
-    assert sorted(lines[:2]) == sorted([f"::add-mask::{REG_PW}", f"::add-mask::{DB_PW}"])
-    rest = "\n".join(lines[2:]) + r.stderr
+    # The masks go to stderr (the runner reads workflow commands from both
+    # streams), first, so stdout stays clean for `-o json`.
+    err_lines = r.stderr.splitlines()
+    assert sorted(err_lines[:2]) == sorted([f"::add-mask::{REG_PW}", f"::add-mask::{DB_PW}"])
+    assert "::add-mask::" not in r.stdout
+    rest = r.stdout + "\n".join(err_lines[2:])
     assert "ok: flaskpg / prod: 2 hosts" in rest
     assert REG_PW not in rest and DB_PW not in rest
     assert r.outputs == {"result": "success", "release": ""}
@@ -227,5 +230,5 @@ def test_deploy_step_reports_input_errors_as_annotations(runner: Runner) -> None
     runner.inputs = {"environment": "staging", "working-directory": "app"}
     r = runner.run("deploy")
     assert r.returncode == 2
-    assert "::error title=deployer::unknown environment 'staging'" in r.stdout
+    assert "::error title=deployer::unknown environment 'staging'" in r.stderr
     assert runner.action_outputs() == {"result": "failure", "release": ""}
