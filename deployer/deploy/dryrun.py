@@ -90,9 +90,10 @@ class ScriptedAnswer:
     """The assumed host's answers to ship's commands."""
 
     def __init__(self, project: Project, hp: HostPlan) -> None:
+        user = hp.host.ssh.user or "<ssh user>"  # the inventory's, when it names one
+        facts = {**PLAN_FACTS, "user": user, "docker_group": f"docker:x:999:{user}"}
         self.by_description = {
-            "probe host facts": MARKER + "\n" + "".join(f"{k}={v}\n"
-                                                        for k, v in PLAN_FACTS.items()),
+            "probe host facts": MARKER + "\n" + "".join(f"{k}={v}\n" for k, v in facts.items()),
             "read current release": EMPTY_STATE,
             "take the deploy lock": "current=\n",
             "check container health": healthy_rows(project.app, hp.compose.services,

@@ -254,7 +254,7 @@ class SSHExecutor:
                 if chan.recv_stderr_ready():
                     take(chan.recv_stderr(_CHUNK), True)
                     continue
-                if chan.exit_status_ready() and chan.eof_received or chan.closed:
+                if (chan.exit_status_ready() and chan.eof_received) or chan.closed:
                     break
                 if not conn.active:
                     raise UnreachableError(self.host, f"connection lost during {_step(command)}")
