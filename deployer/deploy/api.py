@@ -6,7 +6,8 @@ validates the project, renders every targeted host (so a template or config
 error stops the run before any image is built or any host is touched), runs
 the images stage when it ships, rolls the per-host job out over the one
 bounded runner, tells the reporter the outcome and returns the
-:class:`~deployer.report.model.RunReport`. It prints nothing itself.
+:class:`~deployer.report.model.RunReport`. It prints nothing itself, except
+the one line that acknowledges a Ctrl-C.
 
 The ``*_hosts`` variants take an already loaded project (tests, bench).
 """
