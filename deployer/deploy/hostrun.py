@@ -29,6 +29,7 @@ class HostRun:
     started: float = field(default_factory=time.monotonic)
     steps: list[StepTiming] = field(default_factory=list)
     current: str = ""
+    failed: str = ""  # the first step that raised (clean-up steps may follow it)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -39,6 +40,9 @@ class HostRun:
         try:
             yield
             ok = True
+        except BaseException:
+            self.failed = self.failed or name
+            raise
         finally:
             self.steps.append(StepTiming(name, time.monotonic() - t0, ok))
 

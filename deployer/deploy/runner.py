@@ -57,7 +57,8 @@ def run_host(host: Host, ex: Executor, job: Job, reporter: Reporter) -> HostRepo
         rep = run.report("skipped", release=None,
                          detail=f"interrupted before {e.step}; nothing changed")
     except HostError as e:
-        text = f"{run.current or 'connect'}: {e.reason}" if e.host == host.name else e.message
+        step = run.failed or run.current or "connect"
+        text = f"{step}: {e.reason}" if e.host == host.name else e.message
         if e.hint:  # what to do (accept a host key, add sudo) belongs on the same line
             text += f" (hint: {e.hint})"
         rep = run.report("failed", error=text)

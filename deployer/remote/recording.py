@@ -99,7 +99,7 @@ class ScriptedExecutor:
         self._answer = answer
         self.calls: list[object] = calls if calls is not None else []
         self._before = before
-        self._stats = ExecStats(connections_opened=1)
+        self._stats = ExecStats()  # no connection: no host
 
     def _note(self, call: Call) -> None:
         if self._before is not None:

@@ -122,6 +122,12 @@ def cases(fp: str) -> list[Case]:
              [*BEFORE_LOCK, "take the deploy lock", "read current release", *LOCKED[1:],
               "compose logs web", "compose up", "check container health", *CLEANUP],
              "rolled back", "r3", error="web: exited with code 1", rolled_back_from=NEW),
+        Case("upload fails: the lock is given back, the error names the step",
+             {"read current release": [(0, state(OLD))],
+              "take the deploy lock": [(0, f"current={OLD}\n")],
+              f"create releases/{NEW}.partial": [(1, "")]},
+             [*BEFORE_LOCK, *LOCKED[:4], "release the deploy lock"], "failed", NEW,
+             error="upload release: exit code 1"),
         Case("unreachable host",
              {"read current release": [UnreachableError("web-1", "connection refused")]},
              ["read current release"], "failed", NEW,
@@ -177,7 +183,7 @@ def ship(project: Any, hp: HostPlan, answers: dict[str, list[Any]],
     return names, rep
 
 
-@pytest.mark.parametrize("index", range(9), ids=lambda i: cases("x")[i].id)
+@pytest.mark.parametrize("index", range(len(cases("x"))), ids=lambda i: cases("x")[i].id)
 def test_case(hp: tuple[Any, HostPlan], index: int) -> None:
     project, plan = hp
     case = cases(plan.fingerprint)[index]
