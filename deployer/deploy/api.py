@@ -167,9 +167,11 @@ def render(target: Target, tag: str | None = None, stamp: Stamp | None = None) -
     """Every targeted host's files, rendered with the offline image refs
     (``check``; the first thing every ship does)."""
     project, hosts, _ = load(target)
-    tag = _tag(project, tag)
-    stamp = stamp or new_stamp(tag)
-    return build_plan(project, hosts, image_refs(project, tag), stamp.release, tag)
+    return _render(project, hosts, stamp or new_stamp(_tag(project, tag)))
+
+
+def _render(project: Project, hosts: list[Host], stamp: Stamp) -> Plan:
+    return build_plan(project, hosts, image_refs(project, stamp.tag), stamp.release, stamp.tag)
 
 
 @dataclass
@@ -183,8 +185,9 @@ class DryRun:
 
 
 def plan(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> DryRun:
-    p = render(target, tag, stamp)
-    stamp = stamp or Stamp(p.tag, p.release, deployer_identity(), utc_timestamp())
+    project, hosts, _ = load(target)
+    stamp = stamp or new_stamp(_tag(project, tag))
+    p = _render(project, hosts, stamp)
     settings = plan_settings(p.project, stamp.who, stamp.when)
     return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings) for hp in p.hosts})
 
@@ -219,12 +222,12 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
                stage: ImageStage | None = None, stamp: Stamp | None = None) -> RunReport:
     """Ship to ``hosts`` of a loaded project. ``stage`` gives the pinned
     image refs (default: build and push)."""
-    tag = _tag(project, tag)
-    stamp = stamp or new_stamp(tag)
+    stamp = stamp or new_stamp(_tag(project, tag))
+    tag = stamp.tag
     stage = stage or image_stage(False)
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.
-    build_plan(project, hosts, image_refs(project, tag), stamp.release, tag)
+    _render(project, hosts, stamp)
     pre = preconnect_first_batch(project, hosts, opts)
     try:
         images = stage(project, tag)
