@@ -33,6 +33,9 @@ class _Printer:
     def __init__(self) -> None:
         self.width = 0
 
+    def hosts(self, names: list[str]) -> None:
+        self.width = max((len(n) for n in names), default=0)
+
     def __call__(self, host: str, line: str) -> None:
         from deployer.secrets import mask
 
@@ -73,7 +76,9 @@ def logs(
     from deployer.deploy import api
 
     target = api.Target(get_state(ctx).project_dir, env, limit)
-    run = api.logs(target, _quiet(), _Printer(), service=service, tail=tail, follow=follow)
+    printer = _Printer()
+    run = api.logs(target, _quiet(), printer, service=service, tail=tail, follow=follow,
+                   on_hosts=printer.hosts)
     if not run.interrupted:
         _failures(run)
 

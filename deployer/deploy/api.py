@@ -298,8 +298,12 @@ def unlock(target: Target, reporter: Reporter) -> RunReport:
 
 
 def logs(target: Target, reporter: Reporter, on_line: day2.HostLine, *,
-         service: str | None = None, tail: int = 100, follow: bool = False) -> RunReport:
+         service: str | None = None, tail: int = 100, follow: bool = False,
+         on_hosts: Callable[[list[str]], None] | None = None) -> RunReport:
+    """``on_hosts``: told the selected hosts' names before any line comes."""
     project, hosts, opts = load(target, all_at_once=True)
+    if on_hosts is not None:
+        on_hosts([h.name for h in hosts])
     with interruptible(opts.cancel):
         return day2.logs(project, hosts, service, tail, follow, on_line, reporter, opts)
 
