@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deployer.commands import health, lock, release
+from deployer.commands import health, release
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.runner import RunOptions, run_command
@@ -146,15 +146,10 @@ def set_lock(project: Project, hosts: list[Host], message: str, reporter: Report
 
 def unlock(project: Project, hosts: list[Host], reporter: Reporter,
            opts: RunOptions) -> RunReport:
-    d = project.deploy_dir
-
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
-        with run.step("unlock"):
-            shown = ex.run(lock.show(d))
-            ex.run(lock.release(d))
-        if shown.exit_code == lock.EXIT_LOCKED:
-            return run.report("ok", detail="released " + lock.parse_lock_info(shown.stdout)
-                              .describe())
+        info = HostSession(project, host, ex, run).break_lock()
+        if info is not None:
+            return run.report("ok", detail="released " + info.describe())
         return run.report("ok", detail="was not locked")
 
     return run_command("unlock", project, hosts, job, reporter, opts)

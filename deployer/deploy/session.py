@@ -132,6 +132,16 @@ class HostSession:
             raise LockHeld(self.host.name, lock.parse_lock_info(res.stdout))
         return lock.parse_current_under_lock(res.stdout)
 
+    def break_lock(self) -> lock.LockInfo | None:
+        """Remove the lock whoever holds it (``deployer unlock``); what it
+        said, or None when there was no lock."""
+        with self.run.step("unlock"):
+            shown = self.ex.run(lock.show(self.dir))
+            self.ex.run(lock.release(self.dir))
+        if shown.exit_code == lock.EXIT_LOCKED:
+            return lock.parse_lock_info(shown.stdout)
+        return None
+
     @contextlib.contextmanager
     def locked(self, who: str, when: str, release_id: str) -> Iterator[str | None]:
         """``with session.locked(...) as current:`` the lock is held inside,

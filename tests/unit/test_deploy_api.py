@@ -226,3 +226,31 @@ def test_plan_is_ship_against_the_assumed_host_and_says_so(make_project: MakePro
     assert steps["prepare deploy dir"][0].endswith(" sh /opt/shop deploy")  # ssh.user
     assert steps["registry login"][0].endswith("--password-stdin  <<< ******")
     assert list(steps)[-2:] == ["remove registry credentials", "unlock"]
+
+
+HELD = (3, "who=alice@laptop\nwhen=2026-01-01T10:00:00Z\nrelease=\nmessage=db migration\n")
+
+
+def test_lock_prepares_a_new_tree_and_refuses_a_held_lock(make_project: MakeProject) -> None:
+    project = _project(make_project())
+    hosts = Hosts({"take the deploy lock": [(0, "current=\n")]})
+    run = day2.set_lock(project, project.select("web-1"), "db migration", Quiet(),
+                        RunOptions(executor=hosts))
+    assert (run.hosts[0].result, run.hosts[0].detail) == ("ok", "locked")
+    assert hosts.names("web-1") == ["read current release", "probe host facts",
+                                    "prepare /opt/shop", "take the deploy lock"]
+    held = Hosts({"read current release": [(0, _state("r1"))], "take the deploy lock": [HELD]})
+    run = day2.set_lock(project, project.select("web-1"), "again", Quiet(),
+                        RunOptions(executor=held))
+    assert run.hosts[0].result == "failed"
+    assert run.hosts[0].error == ("locked by alice@laptop since 2026-01-01T10:00:00Z "
+                                  "(db migration)")
+
+
+def test_unlock_says_whose_lock_it_broke(make_project: MakeProject) -> None:
+    project = _project(make_project())
+    hosts = Hosts({"show the deploy lock": [HELD]})
+    run = day2.unlock(project, project.hosts, Quiet(), RunOptions(executor=hosts))
+    assert [h.detail for h in run.hosts] == [
+        "released locked by alice@laptop since 2026-01-01T10:00:00Z (db migration)"] * 2
+    assert hosts.names("web-2") == ["show the deploy lock", "release the deploy lock"]
