@@ -9,7 +9,8 @@ bounded runner, tells the reporter the outcome and returns the
 :class:`~deployer.report.model.RunReport`. It prints nothing itself, except
 the one line that acknowledges a Ctrl-C.
 
-The ``*_hosts`` variants take an already loaded project (tests, bench).
+:func:`ship_hosts` and the functions of :mod:`deployer.deploy.day2` take an
+already loaded project and hosts instead (tests).
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ if TYPE_CHECKING:
     from deployer.commands import health, release
     from deployer.images.progress import ImageReporter
 
-__all__ = ["RunOptions", "Stamp", "Target", "ssh_executor"]
+__all__ = [
+    "DryRun", "RunOptions", "Stamp", "Target", "bootstrap", "exec_in", "image_stage", "load",
+    "lock", "logs", "new_stamp", "plan", "policy_for", "releases", "render", "rollback", "ship",
+    "ship_hosts", "ssh_executor", "status", "unlock",
+]
 
 ReporterFactory = Callable[[], Reporter]
 ImageStage = Callable[[Project, str], dict[str, str]]  # (project, tag) -> pinned refs
