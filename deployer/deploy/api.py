@@ -217,9 +217,8 @@ def ship(target: Target, reporter: ReporterFactory, *, tag: str | None = None,
          skip_build: bool = False, progress: ImageReporter | None = None) -> RunReport:
     """``deployer ship``: load, render every host, images, rollout, report."""
     project, hosts, opts = load(target)
-    with interruptible(opts.cancel):
-        return ship_hosts(project, hosts, reporter, opts, tag=tag,
-                          stage=image_stage(skip_build, progress))
+    return ship_hosts(project, hosts, reporter, opts, tag=tag,
+                      stage=image_stage(skip_build, progress))
 
 
 def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
@@ -250,9 +249,12 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
             return HostShip(project, hp, ex, run, settings).ship()
 
         rep = reporter()
-        run = _run_command("ship", project, hosts, job, rep,
-                           dataclasses.replace(opts, executor=pre.executor),
-                           release=stamp.release, images=images)
+        # Ctrl-C during the image stage aborts it at once; from here on it
+        # stops starting hosts and lets those in flight finish.
+        with interruptible(opts.cancel):
+            run = _run_command("ship", project, hosts, job, rep,
+                               dataclasses.replace(opts, executor=pre.executor),
+                               release=stamp.release, images=images)
         rep.finish(run)
         return run
     finally:
