@@ -20,7 +20,7 @@ from deployer.commands.compose import Compose
 from deployer.commands.facts import HostFacts
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
-from deployer.errors import ConfigError, HostError
+from deployer.errors import HostError
 from deployer.remote.base import Executor
 
 
@@ -103,11 +103,11 @@ class HostSession:
 
     def current_compose(self) -> Compose:
         """Compose of the current release (``logs``, ``exec``); a host with no
-        release yet is an input error."""
+        release yet fails."""
         st = self.read_state()
         if not st.current:
-            raise ConfigError(f"{self.host.name}: no release deployed yet",
-                              "run `deployer ship` first")
+            raise HostError(self.host.name, "find current release", "no release deployed yet",
+                            "run `deployer ship` first")
         return self.compose(st.current)
 
     def ensure_writable(self, state: release.RemoteState) -> None:

@@ -189,7 +189,8 @@ def test_logs_of_a_host_without_a_release_fail_that_host(make_project: MakeProje
     run = day2.logs(project, project.select("web-1"), None, 10, False, lambda h, ln: None,
                     Quiet(), RunOptions(executor=hosts))
     assert not run.ok
-    assert "no release deployed yet" in (run.hosts[0].error or "")
+    assert run.hosts[0].error == ("find current release: no release deployed yet "
+                                  "(hint: run `deployer ship` first)")
 
 
 def test_exec_streams_and_returns_the_command_s_exit_code(make_project: MakeProject) -> None:
