@@ -142,7 +142,7 @@ def project_dir(tmp_path: Path, fake_docker_sshd: tuple[SSHServer, Path]) -> Pat
         "templates/app.env.j2": "GREETING={{ greeting }}\n",
         "inventories/test.yaml": f"""\
             ssh: {{user: root, port: {server.port}, identity_file: {server.client_key},
-                  known_hosts: {tmp_path}/known_hosts, connect_timeout: 5}}
+                  known_hosts: {tmp_path}/known_hosts, connect_timeout: 30}}
             vars: {{greeting: hello}}
             hosts:
               web-1: {{address: 127.0.0.1}}
