@@ -348,7 +348,8 @@ def run_deployer(env: Env, hosts: list[Any], scenario: str) -> tuple[bool, str, 
         report = json.loads(p.stdout)
     except ValueError:
         return False, f"exit {p.returncode}: {p.stderr.strip()[-800:]}", {}
-    want = "unchanged" if scenario.startswith("noop") else "deployed"
+    want = ("unchanged" if scenario.startswith("noop")
+            else "rolled back" if scenario == "rollback" else "deployed")
     per = {h["host"]: h for h in report.get("hosts", [])}
     bad = {n: h["result"] for n, h in per.items() if h["result"] != want}
     if scenario == "rollback":  # back to v1, not to an older copy of v2

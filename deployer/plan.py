@@ -1,8 +1,10 @@
-"""The plan: per host, exactly what ``ship`` would upload and run.
+"""The plan: per host, exactly what ``ship`` would upload.
 
-Built offline from the project, the image references and a release id.
-``deployer plan`` prints it; ``ship`` executes it. Nothing reaches a host that
-the plan would not show.
+Built offline from the project, the image references and a release id:
+every file rendered for every host, and the server compose file derived.
+``ship`` uploads it; ``deployer plan`` prints it together with the commands
+ship runs, which come from ship's own state machine run against a recording
+executor (:mod:`deployer.deploy.dryrun`), so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from deployer.commands.release import MANIFEST
 from deployer.config import Host, Project
 from deployer.errors import ConfigError
+from deployer.images.refs import image_ref
 from deployer.project import ServerCompose, compose_context, server_compose
 from deployer.release_files import ReleaseFile
 from deployer.render import Renderer, check_reserved
 
-MANIFEST = "manifest.json"
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # locks and manifests: when
+
 
 
 @dataclass
@@ -53,7 +58,7 @@ class HostPlan:
             "images": dict(self.images),
             "services": self.compose.services,
             "created_by": who or deployer_identity(),
-            "created_at": when or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": when or utc_timestamp(),
         }
 
     def manifest_bytes(self, who: str | None = None, when: str | None = None) -> bytes:
@@ -78,11 +83,17 @@ def deployer_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def utc_timestamp(now: datetime | None = None) -> str:
+    """``2026-11-30T09:45:00Z``: when a lock was taken, a release made."""
+    return (now or datetime.now(timezone.utc)).strftime(TIMESTAMP_FORMAT)
+
+
 def image_refs(project: Project, tag: str) -> dict[str, str]:
-    """Offline references (``server/repository:tag``); ``ship`` pins digests."""
+    """Offline references (``server/repository:tag``, the names build and
+    push use); ``ship`` pins digests."""
     server = project.registry.server
     return {
-        name: f"{server}/{img.repository}:{tag}" if server else f"{img.repository}:{tag}"
+        name: image_ref(server, img.repository, tag)
         for name, img in project.config.images.items()
     }
 

@@ -30,18 +30,27 @@ def _environment(root: Path) -> jinja2.Environment:
     return template_environment(root)
 
 
-def host_context(
-    project: Project, host: Host, images: Mapping[str, str], release: str
-) -> dict[str, Any]:
-    """What a template sees: merged vars at top level, plus the built-ins.
-
-    ``groups`` maps each group to its hosts (name, address) so a web host can
-    reach the db host: ``{{ groups.db[0].address }}``.
-    """
+def group_hosts(project: Project) -> dict[str, list[dict[str, Any]]]:
+    """Each group's hosts (name, address, groups), for the ``groups`` built-in."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for h in project.hosts:
         for g in h.groups:
             groups.setdefault(g, []).append(h.template_info())
+    return groups
+
+
+def host_context(
+    project: Project, host: Host, images: Mapping[str, str], release: str,
+    groups: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """What a template sees: merged vars at top level, plus the built-ins.
+
+    ``groups`` maps each group to its hosts (name, address) so a web host can
+    reach the db host: ``{{ groups.db[0].address }}``; pass
+    :func:`group_hosts` computed once when rendering many hosts.
+    """
+    if groups is None:
+        groups = group_hosts(project)
     ctx: dict[str, Any] = dict(host.vars)
     ctx.update(
         app=project.app,
@@ -78,6 +87,7 @@ class Renderer:
         self.project = project
         self.env = _environment(project.root)
         self._cache: dict[str, jinja2.Template] = {}
+        self._groups = group_hosts(project)  # once: per host it was quadratic
 
     def _template(self, name: str, host: Host) -> jinja2.Template:
         import jinja2
@@ -103,7 +113,7 @@ class Renderer:
     def render(
         self, host: Host, images: Mapping[str, str], release: str
     ) -> list[ReleaseFile]:
-        ctx = host_context(self.project, host, images, release)
+        ctx = host_context(self.project, host, images, release, self._groups)
         out = []
         for spec in files_for(self.project, host):
             tpl = self._template(spec.template, host)

@@ -28,7 +28,7 @@ import json
 import shlex
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 MASK = "******"
@@ -175,10 +175,6 @@ class Masker:
                     self._listeners.remove(fn)
 
         return unsubscribe
-
-    def add_all(self, values: Iterable[str]) -> None:
-        for v in values:
-            self.add(v)
 
     @property
     def values(self) -> list[str]:

@@ -1,16 +1,13 @@
 """``ship``, ``bootstrap``, ``rollback`` and the day-2 commands.
 
-Each parses, loads the project, picks a reporter, calls :mod:`deployer.deploy`
-and maps the run's result to an exit code: 0 when every host is fine, 1 when
-any failed, 130 when interrupted.
+Each parses, picks a reporter, calls one function of
+:mod:`deployer.deploy.api` and maps the run's result to an exit code: 0 when
+every host is fine, 1 when any failed, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import sys
-import threading
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -19,8 +16,7 @@ from deployer.cli.state import State, get_state
 from deployer.errors import EXIT_DEPLOY, EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
-    from deployer.config import Host, Project
-    from deployer.deploy.api import RunOptions
+    from deployer.deploy.api import Target
     from deployer.report.model import RunReport
     from deployer.report.reporters import Reporter
 
@@ -28,25 +24,12 @@ EnvArg = typer.Argument(..., help="Environment: the name of inventories/ENV.yaml
 LimitOpt = typer.Option(None, "--limit", "-l", help="Host names, group names or globs.")
 
 
-def _load(ctx: typer.Context, env: str, limit: str | None) -> tuple[State, Project, list[Host]]:
-    from deployer.config import load_project
+def _target(ctx: typer.Context, env: str, limit: str | None, batches: str | None = None,
+            max_parallel: int | None = None) -> tuple[State, Target]:
+    from deployer.deploy.api import Target
 
     state = get_state(ctx)
-    project = load_project(state.project_dir, env)
-    return state, project, project.select(limit)
-
-
-def _opts(project: Project, batches: str | None = None, max_parallel: int | None = None,
-          ) -> RunOptions:
-    from deployer.deploy.api import RunOptions, policy_for
-    from deployer.deploy.rollout import parse_batches
-
-    if max_parallel is not None and max_parallel < 1:
-        from deployer.errors import ConfigError
-
-        raise ConfigError("--max-parallel must be at least 1")
-    policy = policy_for(project, parse_batches(batches) if batches else None, max_parallel)
-    return RunOptions(policy=policy, cancel=threading.Event())
+    return state, Target(state.project_dir, env, limit, batches, max_parallel)
 
 
 def _reporter(state: State) -> Reporter:
@@ -55,28 +38,11 @@ def _reporter(state: State) -> Reporter:
     return choose_reporter(state.output)
 
 
-def _finish(reporter: Reporter, run: RunReport) -> None:
-    reporter.finish(run)
+def _exit(run: RunReport) -> None:
     if run.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if not run.ok:
         raise typer.Exit(EXIT_DEPLOY)
-
-
-def _interruptible(opts: RunOptions) -> None:
-    """First Ctrl-C: stop starting hosts, let those in flight finish their
-    step and complete or roll back. Second Ctrl-C: the default (abort)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if opts.cancel.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        opts.cancel.set()
-        sys.stderr.write("\ninterrupt: finishing hosts in flight (Ctrl-C again to abort)\n")
-
-    signal.signal(signal.SIGINT, handler)
 
 
 def ship(
@@ -90,42 +56,16 @@ def ship(
 ) -> None:
     """Build and push once, then deploy to every host: upload, compose up,
     wait healthy, roll back on failure."""
-    from deployer.deploy.api import preconnect_first_batch
-    from deployer.deploy.api import ship as do_ship
-    from deployer.tags import project_tag
-
-    state, project, hosts = _load(ctx, env, limit)
-    opts = _opts(project, batches, max_parallel)
-    tag = tag or project_tag(project.root)
-    pre = preconnect_first_batch(project, hosts, opts)
-    try:
-        images = _images(state, project, tag, skip_build)
-        # do_ship renders every host before it starts any: a template error
-        # stops the run there, with nothing changed (the early reads change
-        # nothing).
-        reporter = _reporter(state)
-        _interruptible(opts)
-        _finish(reporter, do_ship(project, hosts, images, tag, reporter, opts))
-    finally:
-        pre.close()
-
-
-def _images(state: State, project: Project, tag: str, skip_build: bool) -> dict[str, str]:
-    if not project.config.images:
-        return {}
     from deployer.cli.output import console, in_ci
+    from deployer.deploy import api
     from deployer.images.progress import make_reporter
 
+    state, target = _target(ctx, env, limit, batches, max_parallel)
     err_console = console(True)
-    reporter = make_reporter(err_console, plain=in_ci() or not err_console.is_terminal,
+    progress = make_reporter(err_console, plain=in_ci() or not err_console.is_terminal,
                              verbose=state.verbose)
-    if skip_build:
-        from deployer.images.stage import resolve_pushed
-
-        return resolve_pushed(project, tag, reporter)
-    from deployer.images.stage import build_and_push
-
-    return build_and_push(project, tag, reporter)
+    _exit(api.ship(target, lambda: _reporter(state), tag=tag, skip_build=skip_build,
+                   progress=progress))
 
 
 def bootstrap(
@@ -135,12 +75,10 @@ def bootstrap(
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel"),  # noqa: UP045
 ) -> None:
     """Install Docker and compose where missing (idempotent)."""
-    from deployer.deploy import day2
+    from deployer.deploy import api
 
-    state, project, hosts = _load(ctx, env, limit)
-    opts = _opts(project, "100%", max_parallel)
-    reporter = _reporter(state)
-    _finish(reporter, day2.bootstrap(project, hosts, reporter, opts))
+    state, target = _target(ctx, env, limit, None, max_parallel)
+    _exit(api.bootstrap(target, _reporter(state)))
 
 
 def rollback(
@@ -152,32 +90,29 @@ def rollback(
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel"),  # noqa: UP045
 ) -> None:
     """Back to the previous (or named) release, health-gated like ship."""
-    from deployer.deploy import day2
+    from deployer.deploy import api
 
-    state, project, hosts = _load(ctx, env, limit)
-    opts = _opts(project, batches, max_parallel)
-    reporter = _reporter(state)
-    _interruptible(opts)
-    _finish(reporter, day2.rollback(project, hosts, to, reporter, opts))
+    state, target = _target(ctx, env, limit, batches, max_parallel)
+    _exit(api.rollback(target, _reporter(state), to))
 
 
 def releases(ctx: typer.Context, env: str = EnvArg,
              limit: Optional[str] = LimitOpt) -> None:  # noqa: UP045
     """Releases per host, the current one marked."""
     from deployer.cli.output import out, raw
-    from deployer.deploy import day2
+    from deployer.deploy import api
 
-    state, project, hosts = _load(ctx, env, limit)
-    run, found = day2.releases(project, hosts, _quiet(), _opts(project, "100%"))
+    state, target = _target(ctx, env, limit)
+    run, found = api.releases(target, _quiet())
     if state.output == "json":
         raw(json.dumps({h: {"current": r.current, "releases": list(r.releases)}
                         for h, r in found.items()}, indent=2))
     else:
-        for h in hosts:
-            r = found.get(h.name)
+        for h in run.hosts:
+            r = found.get(h.host)
             if r is None:
                 continue
-            out(f"[bold]{h.name}[/bold]")
+            out(f"[bold]{h.host}[/bold]")
             for rid in reversed(r.releases):
                 out(f"  {'*' if rid == r.current else ' '} {rid}", markup=False)
     _errors_only(run)
@@ -189,21 +124,21 @@ def status(ctx: typer.Context, env: str = EnvArg,
     from rich.table import Table
 
     from deployer.cli.output import out, raw
-    from deployer.deploy import day2
+    from deployer.deploy import api
 
-    state, project, hosts = _load(ctx, env, limit)
-    run, rows = day2.status(project, hosts, _quiet(), _opts(project, "100%"))
+    state, target = _target(ctx, env, limit)
+    run, rows = api.status(target, _quiet())
     if state.output == "json":
         raw(json.dumps({h: [r.__dict__ for r in rs] for h, rs in rows.items()}, indent=2))
     else:
-        t = Table(title=f"{project.app} / {env}", title_justify="left")
+        t = Table(title=f"{run.app} / {env}", title_justify="left")
         for col in ("host", "release", "service", "state", "health", "image"):
             t.add_column(col)
         rel = {r.host: r.release for r in run.hosts}
-        for h in hosts:
-            for r in rows.get(h.name, []):
+        for h in run.hosts:
+            for r in rows.get(h.host, []):
                 state_txt = r.status + (f" ({r.exit_code})" if r.status == "exited" else "")
-                t.add_row(h.name, rel.get(h.name) or "-", r.service, state_txt,
+                t.add_row(h.host, rel.get(h.host) or "-", r.service, state_txt,
                           r.health or "-", r.image)
         out(t)
     _errors_only(run)
@@ -213,21 +148,19 @@ def lock_cmd(ctx: typer.Context, env: str = EnvArg,
              message: str = typer.Option(..., "--message", "-m", help="Why it is locked."),
              limit: Optional[str] = LimitOpt) -> None:  # noqa: UP045
     """Lock deploys (ship and rollback refuse while locked)."""
-    from deployer.deploy import day2
+    from deployer.deploy import api
 
-    state, project, hosts = _load(ctx, env, limit)
-    reporter = _reporter(state)
-    _finish(reporter, day2.set_lock(project, hosts, message, reporter, _opts(project, "100%")))
+    state, target = _target(ctx, env, limit)
+    _exit(api.lock(target, _reporter(state), message))
 
 
 def unlock(ctx: typer.Context, env: str = EnvArg,
            limit: Optional[str] = LimitOpt) -> None:  # noqa: UP045
     """Release the deploy lock."""
-    from deployer.deploy import day2
+    from deployer.deploy import api
 
-    state, project, hosts = _load(ctx, env, limit)
-    reporter = _reporter(state)
-    _finish(reporter, day2.unlock(project, hosts, reporter, _opts(project, "100%")))
+    state, target = _target(ctx, env, limit)
+    _exit(api.unlock(target, _reporter(state)))
 
 
 def _quiet() -> Reporter:

@@ -23,7 +23,7 @@ def run_plan_diff(state: State, env: str, limit: str | None, tag: str | None) ->
     from deployer.config import load_project
     from deployer.deploy.api import RunOptions
     from deployer.deploy.diff import diff_plan, plan_diff
-    from deployer.deploy.rollout import Policy
+    from deployer.deploy.rollout import RolloutPolicy
     from deployer.errors import EXIT_DEPLOY, ConfigError
     from deployer.report.reporters import PlainReporter
     from deployer.tags import is_valid_tag, project_tag
@@ -35,7 +35,7 @@ def run_plan_diff(state: State, env: str, limit: str | None, tag: str | None) ->
                           "letters, digits, '_', '.', '-'; at most 128")
     plan, unpinned = diff_plan(project, hosts, tag or project_tag(project.root))
     # Every host is read (a failure stops nothing), at most max_parallel at once.
-    policy = Policy(batches=["100%"], max_parallel=project.inventory.rollout.max_parallel,
+    policy = RolloutPolicy(batches=["100%"], max_parallel=project.inventory.rollout.max_parallel,
                     max_fail_percentage=100.0)
     report = plan_diff(project, plan, PlainReporter(io.StringIO()), RunOptions(policy=policy),
                        unpinned=unpinned)

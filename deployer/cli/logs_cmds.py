@@ -1,21 +1,25 @@
-"""``logs`` and ``exec``: commands whose output is the point, streamed."""
+"""``logs`` and ``exec``: commands whose output is the point, streamed.
+
+The streams run in :mod:`deployer.deploy.api` over the executor (at most
+``max_parallel`` hosts at once); this module prints each line, prefixed by
+its host, and hands an interactive ``exec -i`` over to OpenSSH.
+"""
 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import threading
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from deployer.errors import EXIT_DEPLOY, ConfigError
+from deployer.errors import EXIT_DEPLOY
 
 if TYPE_CHECKING:
-    from deployer.commands.compose import Compose
-    from deployer.config import Host, Project
-    from deployer.remote.executor import SSHExecutor
+    from deployer.config import Host
+    from deployer.report.model import RunReport
+    from deployer.report.reporters import Reporter
 
 EnvArg = typer.Argument(..., help="Environment: the name of inventories/ENV.yaml.")
 LimitOpt = typer.Option(None, "--limit", "-l", help="Host names, group names or globs.")
@@ -23,45 +27,40 @@ LimitOpt = typer.Option(None, "--limit", "-l", help="Host names, group names or 
 _print_lock = threading.Lock()
 
 
-def _emit(host: str, line: str, width: int) -> None:
-    from deployer.secrets import mask
+class _Printer:
+    """``host | line`` on stdout, hosts padded to one width, masked."""
 
-    with _print_lock:
-        sys.stdout.write(mask(f"{host.ljust(width)} | {line}") + "\n")
-        sys.stdout.flush()
+    def __init__(self) -> None:
+        self.width = 0
 
+    def hosts(self, names: list[str]) -> None:
+        self.width = max((len(n) for n in names), default=0)
 
-def _compose_for(ex: SSHExecutor, project: Project) -> Compose:
-    from deployer.commands import release
-    from deployer.commands.compose import Compose
-    from deployer.deploy.bootstrap import probe
+    def __call__(self, host: str, line: str) -> None:
+        from deployer.secrets import mask
 
-    facts = probe(ex)
-    st = release.parse_state(ex.run(release.read_state(project.deploy_dir)).stdout)
-    if not st.current:
-        raise ConfigError(f"{ex.host}: no release deployed yet", "run `deployer ship` first")
-    return Compose(project.app, project.config.compose_file, facts.compose or "v2",
-                   facts.docker_sudo, release.release_dir(project.deploy_dir, st.current))
+        with _print_lock:
+            self.width = max(self.width, len(host))
+            sys.stdout.write(mask(f"{host.ljust(self.width)} | {line}") + "\n")
+            sys.stdout.flush()
 
 
-def _stream(ex: SSHExecutor, line: str, host: str, width: int) -> int:
-    """Run ``line`` and print its output line by line as it arrives."""
-    conn = ex.connect()
-    chan = conn.transport.open_session()
-    chan.set_combine_stderr(True)
-    chan.exec_command(line)
-    buf = b""
-    while True:
-        data = chan.recv(32768)
-        if not data:
-            break
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        for raw in lines:
-            _emit(host, raw.decode("utf-8", "replace"), width)
-    if buf:
-        _emit(host, buf.decode("utf-8", "replace"), width)
-    return chan.recv_exit_status()
+def _quiet() -> Reporter:
+    import io
+
+    from deployer.report.reporters import PlainReporter
+
+    return PlainReporter(io.StringIO())
+
+
+def _failures(run: RunReport) -> None:
+    from deployer.cli.output import err
+
+    bad = [h for h in run.hosts if not h.ok]
+    for h in bad:
+        err(f"error: {h.host}: {h.error or h.detail or h.result}")
+    if bad:
+        raise typer.Exit(EXIT_DEPLOY)
 
 
 def logs(
@@ -74,42 +73,14 @@ def logs(
 ) -> None:
     """Service logs from every host, each line prefixed by its host."""
     from deployer.cli.state import get_state
-    from deployer.config import load_project
-    from deployer.remote.executor import SSHExecutor
+    from deployer.deploy import api
 
-    project = load_project(get_state(ctx).project_dir, env)
-    hosts = project.select(limit)
-    width = max(len(h.name) for h in hosts)
-    failures: list[str] = []
-
-    def one(h: Host) -> None:
-        from deployer.errors import DeployerError
-
-        try:
-            with SSHExecutor(h) as ex:
-                compose = _compose_for(ex, project)
-                cmd = compose.logs(service, tail=tail, follow=follow)
-                code = _stream(ex, cmd.shell(as_root=ex.as_root), h.name, width)
-                if code != 0:
-                    failures.append(f"{h.name}: compose logs exited {code}")
-        except DeployerError as e:
-            failures.append(e.message)
-
-    threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in hosts]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
-    except KeyboardInterrupt:
-        return
-    from deployer.cli.output import err
-
-    for f in failures:
-        err(f"error: {f}")
-    if failures:
-        raise typer.Exit(EXIT_DEPLOY)
+    target = api.Target(get_state(ctx).project_dir, env, limit)
+    printer = _Printer()
+    run = api.logs(target, _quiet(), printer, service=service, tail=tail, follow=follow,
+                   on_hosts=printer.hosts)
+    if not run.interrupted:
+        _failures(run)
 
 
 def exec_cmd(
@@ -123,20 +94,20 @@ def exec_cmd(
     """Run a command in a service's container on one host (the first match of
     --limit)."""
     from deployer.cli.state import get_state
-    from deployer.config import load_project
-    from deployer.remote.executor import SSHExecutor
+    from deployer.deploy import api
 
-    project = load_project(get_state(ctx).project_dir, env)
-    host = project.select(limit)[0]
-    with SSHExecutor(host) as ex:
-        compose = _compose_for(ex, project)
-        cmd = compose.exec(service, command, interactive=interactive)
-        line = cmd.shell(as_root=ex.as_root)
-        if not interactive:
-            code = _stream(ex, line, host.name, len(host.name))
-            raise typer.Exit(code)
-    # A real terminal session: hand over to OpenSSH with the same settings
-    # (strict host keys, the inventory's key and port), as Kamal does.
+    target = api.Target(get_state(ctx).project_dir, env, limit)
+    host, res = api.exec_in(target, _quiet(), _Printer(), service, command,
+                            interactive=interactive)
+    _failures(res.report)
+    if res.handover is None:
+        raise typer.Exit(res.exit_code)
+    _handover(host, res.handover)
+
+
+def _handover(host: Host, line: str) -> None:
+    """A real terminal session: hand over to OpenSSH with the same settings
+    (strict host keys, the inventory's key and port), as Kamal does."""
     argv = ["ssh", "-t", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={host.ssh.known_hosts_path}"]
     if host.ssh.identity_path:
@@ -146,10 +117,9 @@ def exec_cmd(
     if host.ssh.proxy_jump:
         argv += ["-J", host.ssh.proxy_jump]
     target = f"{host.ssh.user}@{host.address}" if host.ssh.user else host.address
-    argv += [target, line]
+    argv += [target, line]  # the remote line was built with shlex by Command.shell
     sys.stdout.flush()
-    os.execvp("ssh", argv)  # noqa: S606 - argv is a list; the remote line is shlex-quoted
-    _ = shlex  # keep the import explicit: the remote line was built with shlex
+    os.execvp("ssh", argv)  # noqa: S606 - argv is a list
 
 
 def register(app: typer.Typer) -> None:

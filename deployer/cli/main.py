@@ -7,7 +7,6 @@ that need them, so ``deployer --help`` stays fast.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -134,7 +133,9 @@ def main() -> None:
     from deployer.cli.output import err
 
     _register()
-    github = os.environ.get("GITHUB_ACTIONS") == "true"
+    from deployer.report.github import in_github
+
+    github = in_github()
     if github:
         # ::add-mask:: for each secret the moment it is registered, so before
         # anything can print it (deployer/report/github.py).

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 
 def in_ci() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI") == "true"
+    from deployer.report.github import in_github
+
+    return in_github() or os.environ.get("CI") == "true"
 
 
 @lru_cache(maxsize=2)

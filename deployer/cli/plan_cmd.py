@@ -2,35 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.cli.output import err, esc, out, raw, raw_json
 from deployer.cli.state import State
-from deployer.config import load_project
-from deployer.plan import Plan, build_plan, image_refs, new_release_id
+
+if TYPE_CHECKING:
+    from deployer.deploy.api import DryRun, Target
+    from deployer.plan import Plan
+
+# What plan adds to a step's name, so the output says what ship decides there.
+_STEP_NOTES = {
+    "read current release": "unchanged if its manifest fingerprint is {fingerprint}",
+    "check docker": "bootstrap if missing: `deployer bootstrap` shows how",
+    "wait healthy": "up to {timeout}s; services: {services}",
+    "prune releases": "keep {keep}",
+    "registry login": "password on stdin",
+}
 
 
-def _plan(state: State, env: str, limit: str | None, tag: str | None) -> Plan:
-    from deployer.errors import ConfigError
-    from deployer.tags import is_valid_tag, project_tag
+def _target(state: State, env: str, limit: str | None) -> Target:
+    from deployer.deploy.api import Target
 
-    if tag is not None and not is_valid_tag(tag):
-        raise ConfigError(
-            f"--tag {tag[:130]!r} is not a valid image tag",
-            "letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-'",
-        )
-    project = load_project(state.project_dir, env)
-    hosts = project.select(limit)
-    tag = tag or project_tag(project.root)
-    images = image_refs(project, tag)
-    plan = build_plan(project, hosts, images, new_release_id(tag), tag)
+    return Target(state.project_dir, env, limit)
+
+
+def _notes(plan: Plan) -> None:
+    """What compose reading found worth saying (once per note), on stderr."""
     for note in dict.fromkeys(n for hp in plan.hosts for n in hp.compose.notes):
         err(f"note: {note}", markup=False)
-    return plan
 
 
 def run_check(state: State, env: str) -> None:
-    plan = _plan(state, env, None, None)
+    from deployer.deploy import api
+
+    plan = api.render(_target(state, env, None))
+    _notes(plan)
     n_files = sum(len(h.files) for h in plan.hosts)
     if state.output == "json":
         raw_json({"ok": True, "env": env, "hosts": len(plan.hosts), "files": n_files}, None)
@@ -41,36 +48,43 @@ def run_check(state: State, env: str) -> None:
     )
 
 
-def plan_data(plan: Plan) -> dict[str, Any]:
-    from deployer.deploy.steps import ship_steps
-
-    return {
-        "app": plan.project.app,
-        "env": plan.project.env,
+def plan_data(dry: DryRun) -> dict[str, Any]:
+    plan = dry.plan
+    p = plan.project
+    out: dict[str, Any] = {
+        "app": p.app,
+        "env": p.env,
         "release": plan.release,
         "tag": plan.tag,
         "images": plan.images,
-        "hosts": [
-            {
-                "name": hp.host.name,
-                "address": hp.host.address,
-                "groups": list(hp.host.groups),
-                "services": hp.compose.services,
-                "shared_dirs": hp.compose.shared_dirs,
-                "fingerprint": hp.fingerprint,
-                "files": [
-                    {"dest": f.dest, "mode": f"{f.mode:04o}", "sha256": f.sha256,
-                     "content": f.content.decode(errors="replace")}
-                    for f in hp.files
-                ],
-                "steps": [
-                    {"step": s.name, "commands": [c.display() for c in s.commands]}
-                    for s in ship_steps(plan.project, hp)
-                ],
-            }
-            for hp in plan.hosts
-        ],
+        "assuming": dry.assuming,
+        "hosts": [],
     }
+    for hp in plan.hosts:
+        facts = {"fingerprint": hp.fingerprint[:12],
+                 "timeout": f"{p.config.health_timeout:.0f}",
+                 "services": ", ".join(hp.compose.services),
+                 "keep": str(p.config.keep_releases)}
+        out["hosts"].append({
+            "name": hp.host.name,
+            "address": hp.host.address,
+            "groups": list(hp.host.groups),
+            "services": hp.compose.services,
+            "shared_dirs": hp.compose.shared_dirs,
+            "fingerprint": hp.fingerprint,
+            "files": [
+                {"dest": f.dest, "mode": f"{f.mode:04o}", "sha256": f.sha256,
+                 "content": f.content.decode(errors="replace")}
+                for f in hp.files
+            ],
+            "steps": [
+                {"step": s.name,
+                 **({"note": _STEP_NOTES[s.name].format(**facts)} if s.name in _STEP_NOTES else {}),
+                 "commands": s.commands()}
+                for s in dry.hosts[hp.host.name].steps
+            ],
+        })
+    return out
 
 
 def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: bool,
@@ -79,8 +93,12 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
         from deployer.cli.diff_output import run_plan_diff
 
         return run_plan_diff(state, env, limit, tag)
-    plan = _plan(state, env, limit, tag)
-    data = plan_data(plan)
+    from deployer.deploy import api
+
+    dry = api.plan(_target(state, env, limit), tag)
+    plan = dry.plan
+    _notes(plan)
+    data = plan_data(dry)
     if state.output == "json":
         raw_json(data)
         return
@@ -89,6 +107,7 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
         f"{len(plan.hosts)} hosts")
     for name, ref in plan.images.items():
         out(f"  image {name}: {ref}  (digest pinned at ship)", markup=False)
+    out(f"  assuming: {dry.assuming}", markup=False)
     for h in data["hosts"]:
         out("")
         groups = ",".join(h["groups"]) or "-"
@@ -101,6 +120,7 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
                 raw(f["content"])
         out("steps:")
         for i, s in enumerate(h["steps"], 1):
-            out(f"  {i}. {s['step']}", markup=False)
+            note = f" ({s['note']})" if "note" in s else ""
+            out(f"  {i}. {s['step']}{note}", markup=False)
             for c in s["commands"]:
                 out(f"       $ {c}", markup=False)

@@ -8,7 +8,6 @@ place, :meth:`Command.shell`, which quotes every argument with ``shlex``.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from deployer.secrets import MASK, Secret
@@ -72,9 +71,10 @@ class Command:
         if not full and argv[:2] == ("sh", "-c") and len(argv) > 2 and "\n" in argv[2]:
             n = argv[2].count("\n") + 1
             label = f"<{n}-line script: {self.description or 'inline'}>"
-            shown = Command(("sh", "-c", label, *argv[3:]), sudo=self.sudo, cwd=self.cwd,
-                            env=self.env)
+            shown = Command(("sh", "-c", label, *argv[3:]), cwd=self.cwd, env=self.env)
             line = shown.shell().replace(shlex.quote(label), label)
+            if self.sudo:  # shortened like the script: the real line wraps it in sh -c
+                line = f"sudo -n -- {line}"
         else:
             line = self.shell()
         if self.stdin is not None:
@@ -112,8 +112,3 @@ class Script:
             ok_codes=self.ok_codes,
             stdin=self.stdin,
         )
-
-
-def join_argv(argv: Sequence[str]) -> str:
-    """Quote an argv list for display or a shell (single home for shlex.join)."""
-    return shlex.join(list(argv))

@@ -107,8 +107,9 @@ class Compose:
     def exec(self, service: str, argv: Sequence[str], *, interactive: bool = False) -> Command:
         """Run ``argv`` in the running ``service`` container. Non-interactive
         runs get ``-T`` (no TTY), so output is plain and exit codes pass
-        through; ``interactive`` needs the executor to allocate a PTY. Run it
-        with ``check=False``: a non-zero exit is the command's own result."""
+        through; ``interactive`` needs a terminal, which ``deployer exec -i``
+        gets by handing the line to OpenSSH. A non-zero exit is the command's
+        own result, not a failed step."""
         if not argv:
             raise ValueError("exec needs a command to run")
         args: tuple[str, ...] = ("exec",) if interactive else ("exec", "-T")

@@ -290,16 +290,14 @@ done
 """.strip()
 
 
-def prune(deploy_dir: str, keep: int, *, sudo: bool = False) -> Command:
+def prune(deploy_dir: str, keep: int) -> Command:
     """Keep the ``keep`` newest releases (by id) plus the current one; print
-    ``removed=<id>`` per removed release. ``sudo``: for trees where a
-    container wrote root-owned files into a release directory."""
+    ``removed=<id>`` per removed release."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
     return Script(
         _PRUNE,
         args=(deploy_dir, str(keep)),
-        sudo=sudo,
         description=f"prune releases (keep {keep})",
     ).command()
 

@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -184,7 +183,3 @@ def _check_roles(inv: InventoryConfig, imap: SourceMap) -> None:
                 "list the services this group runs, or remove the key to run all",
             )
 
-
-def raw_value(project: Project, loc: tuple[Any, ...]) -> str:
-    """``file:line`` of a key, for messages from later stages."""
-    return project.inventory_map.where(loc)

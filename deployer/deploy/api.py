@@ -1,52 +1,98 @@
-"""The API the CLI calls: whole runs over the inventory.
+"""The API the CLI calls: whole runs, end to end.
 
-Each function loads nothing and prints nothing: it takes a validated
-:class:`Project`, the targeted hosts and a reporter, runs the per-host job
-over the rollout, and returns a :class:`RunReport`.
+Each command is one function taking a :class:`Target` (project folder,
+environment, ``--limit`` and rollout overrides) and a reporter. It loads and
+validates the project, renders every targeted host (so a template or config
+error stops the run before any image is built or any host is touched), runs
+the images stage when it ships, rolls the per-host job out over the one
+bounded runner, tells the reporter the outcome and returns the
+:class:`~deployer.report.model.RunReport`. It prints nothing itself, except
+the one line that acknowledges a Ctrl-C.
+
+:func:`ship_hosts` and the functions of :mod:`deployer.deploy.day2` take an
+already loaded project and hosts instead (tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import signal
+import sys
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deployer.commands.release import read_state
 from deployer.config import Host, Project
+from deployer.deploy import day2
+from deployer.deploy.dryrun import ASSUMING, HostDryRun, dry_run_host, plan_settings
 from deployer.deploy.hostrun import HostRun
-from deployer.deploy.rollout import Policy, batch_sizes, rollout
-from deployer.deploy.ship import Counting, HostShip, Interrupted, ShipSettings
-from deployer.errors import DeployerError, HostError
-from deployer.plan import HostPlan, build_plan, deployer_identity, new_release_id
+from deployer.deploy.rollout import RolloutPolicy, parse_batches
+from deployer.deploy.runner import RunOptions, ssh_executor
+from deployer.deploy.runner import run_command as _run_command
+from deployer.deploy.ship import HostShip, ShipSettings
+from deployer.errors import ConfigError
+from deployer.plan import (
+    HostPlan,
+    Plan,
+    build_plan,
+    deployer_identity,
+    image_refs,
+    new_release_id,
+    utc_timestamp,
+)
 from deployer.remote.base import Executor
 from deployer.remote.preconnect import Preconnected
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
-from deployer.secrets import mask
 
-ExecutorFactory = Callable[[Host], Executor]
+if TYPE_CHECKING:
+    from deployer.commands import health, release
+    from deployer.images.progress import ImageReporter
+
+__all__ = [
+    "DryRun", "RunOptions", "Stamp", "Target", "bootstrap", "exec_in", "image_stage", "load",
+    "lock", "logs", "new_stamp", "plan", "policy_for", "releases", "render", "rollback", "ship",
+    "ship_hosts", "ssh_executor", "status", "unlock",
+]
+
+ReporterFactory = Callable[[], Reporter]
+ImageStage = Callable[[Project, str], dict[str, str]]  # (project, tag) -> pinned refs
 
 
-def ssh_executor(host: Host) -> Executor:
-    from deployer.remote.executor import SSHExecutor
+@dataclass(frozen=True)
+class Target:
+    """What a command runs on, as the command line gives it."""
 
-    return SSHExecutor(host)
+    root: Path
+    env: str
+    limit: str | None = None
+    batches: str | None = None  # "1,25%,100%"
+    max_parallel: int | None = None
+    environ: Mapping[str, str] | None = None  # default: os.environ
 
 
-@dataclass
-class RunOptions:
-    policy: Policy = field(default_factory=Policy)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    executor: ExecutorFactory = ssh_executor
+@dataclass(frozen=True)
+class Stamp:
+    """One run's identity: the release id it creates, who runs it, when."""
+
+    tag: str
+    release: str
+    who: str
+    when: str
+
+
+def new_stamp(tag: str) -> Stamp:
+    return Stamp(tag, new_release_id(tag), deployer_identity(), utc_timestamp())
 
 
 def policy_for(project: Project, batches: list[int | str] | None = None,
-               max_parallel: int | None = None) -> Policy:
+               max_parallel: int | None = None) -> RolloutPolicy:
     r = project.inventory.rollout
-    return Policy(
+    return RolloutPolicy(
         batches=list(batches or r.batches),
         max_parallel=max_parallel or r.max_parallel,
         max_fail_percentage=r.max_fail_percentage,
@@ -54,114 +100,225 @@ def policy_for(project: Project, batches: list[int | str] | None = None,
     )
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def load(target: Target, *, all_at_once: bool = False) -> tuple[Project, list[Host], RunOptions]:
+    """Load and validate the project, select the hosts, and the run's
+    options (``all_at_once``: one batch, for commands that change nothing)."""
+    from deployer.config import load_project
+
+    if target.max_parallel is not None and target.max_parallel < 1:
+        raise ConfigError("--max-parallel must be at least 1")
+    project = load_project(target.root, target.env, target.environ)
+    hosts = project.select(target.limit)
+    batches: list[int | str] | None = ["100%"] if all_at_once else (
+        parse_batches(target.batches) if target.batches else None)
+    return project, hosts, RunOptions(policy_for(project, batches, target.max_parallel))
 
 
-def run_over_hosts(
-    items: list[HostPlan] | list[Host],
-    host_of: Callable[[object], Host],
-    job: Callable[[Executor, HostRun, object], HostReport],
-    reporter: Reporter,
-    opts: RunOptions,
-) -> list[HostReport]:
-    """The rollout of a per-host ``job``: one connection per host, opened on
-    first use and closed at the end; host failures become reports."""
+@contextlib.contextmanager
+def interruptible(cancel: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: set ``cancel`` (start no more hosts; those in flight
+    finish their step and complete or roll back). Second: abort. The
+    previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    def one(item: object, batch: int) -> HostReport:
-        host = host_of(item)
-        run = HostRun(host.name, reporter)
-        ex = opts.executor(host)
-        counting = Counting(ex)
-        try:
-            rep = job(counting, run, item)
-        except Interrupted as e:
-            # Ctrl-C reached this host at a safe point, before anything that
-            # changes what it runs: it keeps its old release, exactly like the
-            # hosts the rollout never reached, so it is reported the same way.
-            run.release = None
-            rep = run.report("skipped", detail=f"interrupted before {e.step}; nothing changed")
-        except HostError as e:
-            text = f"{run.current or 'connect'}: {e.reason}" if e.host == host.name else e.message
-            if e.hint:  # what to do (accept a host key, add sudo) belongs on the same line
-                text += f" (hint: {e.hint})"
-            rep = run.report("failed", error=text)
-        except DeployerError as e:
-            rep = run.report("failed", error=e.message)
-        except Exception as e:  # a bug must fail one host, not the run
-            rep = run.report("failed", error=f"internal error: {type(e).__name__}: {mask(str(e))}")
-        finally:
-            with contextlib.suppress(Exception):  # closing a dead connection
-                ex.close()
-        rep.batch = batch
-        rep.connections = getattr(ex, "connections_opened", None)
-        rep.commands = counting.commands
-        rep.bytes_uploaded = counting.bytes_uploaded
-        reporter.host_done(rep)
-        return rep
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        cancel.set()
+        sys.stderr.write("\ninterrupt: finishing hosts in flight (Ctrl-C again to abort)\n")
 
-    slots = rollout(
-        list(items), one, lambda r: not isinstance(r, HostReport) or not r.ok,
-        opts.policy, cancel=opts.cancel,
-        on_batch=lambda n, its: reporter.batch(n, [host_of(i).name for i in its]),
-    )
-    out: list[HostReport] = []
-    for s in slots:
-        name = host_of(s.item).name
-        if s.skipped:
-            rep = HostReport(name, "skipped", batch=s.batch or None,
-                             detail="interrupted" if opts.cancel.is_set()
-                             else "not reached: rollout stopped after failures")
-            reporter.host_done(rep)
-        elif isinstance(s.outcome, HostReport):
-            rep = s.outcome
-        else:
-            rep = HostReport(name, "failed", error=f"internal error: {s.outcome!r}")
-        out.append(rep)
-    return out
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def preconnect_first_batch(project: Project, hosts: list[Host], opts: RunOptions) -> Preconnected:
+def _tag(project: Project, tag: str | None) -> str:
+    """``--tag`` checked before anything renders, or the tag from git."""
+    from deployer.tags import is_valid_tag, project_tag
+
+    if tag is not None and not is_valid_tag(tag):
+        raise ConfigError(
+            f"--tag {tag[:130]!r} is not a valid image tag",
+            "letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-'",
+        )
+    return tag or project_tag(project.root)
+
+
+def image_stage(skip_build: bool, progress: ImageReporter | None = None) -> ImageStage:
+    """The images stage: build and push every image (or, ``skip_build``,
+    look up the ones already pushed); the result pins each by digest."""
+
+    def stage(project: Project, tag: str) -> dict[str, str]:
+        if not project.config.images:
+            return {}
+        from deployer.images import stage as images
+
+        if skip_build:
+            return images.resolve_pushed(project, tag, progress)
+        return images.build_and_push(project, tag, progress)
+
+    return stage
+
+
+# -- plan and check --------------------------------------------------------
+
+
+def render(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> Plan:
+    """Every targeted host's files, rendered with the offline image refs
+    (``check``; the first thing every ship does)."""
+    project, hosts, _ = load(target)
+    return _render(project, hosts, stamp or new_stamp(_tag(project, tag)))
+
+
+def _render(project: Project, hosts: list[Host], stamp: Stamp) -> Plan:
+    return build_plan(project, hosts, image_refs(project, stamp.tag), stamp.release, stamp.tag)
+
+
+@dataclass
+class DryRun:
+    """``plan``: what ship uploads and runs on each host, assuming the host
+    is as :data:`assuming` says."""
+
+    plan: Plan
+    hosts: dict[str, HostDryRun]
+    assuming: str = ASSUMING
+
+
+def plan(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> DryRun:
+    project, hosts, _ = load(target)
+    stamp = stamp or new_stamp(_tag(project, tag))
+    p = _render(project, hosts, stamp)
+    settings = plan_settings(p.project, stamp.who, stamp.when)
+    return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings) for hp in p.hosts})
+
+
+# -- ship ------------------------------------------------------------------
+
+
+def preconnect_first_batch(project: Project, hosts: list[Host],
+                           opts: RunOptions) -> Preconnected:
     """Open the first batch's connections and send each its state read now,
     so both overlap the image stage (the benchmark's no-op ship spent most of
-    its time in the three, one after the other); :func:`ship` then uses them
-    through ``opts.executor``. Nothing that changes a host runs before the
-    stage succeeds, and the ship reads the state again under its lock if
-    another run switched releases in between. Close the result when the run
-    is over."""
-    sizes = batch_sizes(len(hosts), opts.policy.batches)
-    first = min(sizes[0] if sizes else 0, opts.policy.max_parallel)
-    pre = Preconnected(hosts[:first], opts.executor, read_state(project.deploy_dir))
-    opts.executor = pre.executor
-    return pre
+    its time in the three, one after the other). Use the result's
+    ``executor`` as the run's executor factory; nothing that changes a host
+    runs before the stage succeeds, and the ship reads the state again under
+    its lock if another run switched releases in between. Close the result
+    when the run is over."""
+    first = opts.policy.first_wave(len(hosts))
+    return Preconnected(hosts[:first], opts.executor, read_state(project.deploy_dir))
 
 
-def ship(
-    project: Project,
-    hosts: list[Host],
-    images: dict[str, str],
-    tag: str,
-    reporter: Reporter,
-    opts: RunOptions,
-) -> RunReport:
-    """Ship ``images`` (pinned refs, already pushed) to ``hosts``."""
-    t0 = time.monotonic()
-    release_id = new_release_id(tag)
-    plan = build_plan(project, hosts, images, release_id, tag)
-    settings = ShipSettings(
-        who=deployer_identity(),
-        when=_now(),
-        health_timeout=project.config.health_timeout,
-        keep_releases=project.config.keep_releases,
-        cancel=opts.cancel,
-    )
+def ship(target: Target, reporter: ReporterFactory, *, tag: str | None = None,
+         skip_build: bool = False, progress: ImageReporter | None = None) -> RunReport:
+    """``deployer ship``: load, render every host, images, rollout, report."""
+    project, hosts, opts = load(target)
+    return ship_hosts(project, hosts, reporter, opts, tag=tag,
+                      stage=image_stage(skip_build, progress))
 
-    def job(ex: Executor, run: HostRun, item: object) -> HostReport:
-        assert isinstance(item, HostPlan)
-        return HostShip(project, item, ex, run, settings).ship()
 
-    reports = run_over_hosts(plan.hosts, lambda i: i.host, job, reporter, opts)  # type: ignore[attr-defined]
-    return RunReport(
-        "ship", project.app, project.env, release_id, dict(images), reports,
-        time.monotonic() - t0, interrupted=opts.cancel.is_set(),
-    )
+def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
+               opts: RunOptions, *, tag: str | None = None,
+               stage: ImageStage | None = None, stamp: Stamp | None = None) -> RunReport:
+    """Ship to ``hosts`` of a loaded project. ``stage`` gives the pinned
+    image refs (default: build and push)."""
+    stamp = stamp or new_stamp(_tag(project, tag))
+    tag = stamp.tag
+    stage = stage or image_stage(False)
+    # Every host renders before anything is built or touched: a template
+    # error costs no build, no push and no connection.
+    _render(project, hosts, stamp)
+    pre = preconnect_first_batch(project, hosts, opts)
+    try:
+        images = stage(project, tag)
+        plan = build_plan(project, hosts, images, stamp.release, tag)
+        by_host = {hp.host.name: hp for hp in plan.hosts}
+        settings = ShipSettings(
+            who=stamp.who, when=stamp.when,
+            health_timeout=project.config.health_timeout,
+            keep_releases=project.config.keep_releases,
+            cancel=opts.cancel,
+        )
+
+        def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+            hp: HostPlan = by_host[host.name]
+            return HostShip(project, hp, ex, run, settings).ship()
+
+        rep = reporter()
+        # Ctrl-C during the image stage aborts it at once; from here on it
+        # stops starting hosts and lets those in flight finish.
+        with interruptible(opts.cancel):
+            run = _run_command("ship", project, hosts, job, rep,
+                               dataclasses.replace(opts, executor=pre.executor),
+                               release=stamp.release, images=images)
+        rep.finish(run)
+        return run
+    finally:
+        pre.close()
+
+
+# -- day 2 -----------------------------------------------------------------
+
+
+def _finished(reporter: Reporter, run: RunReport) -> RunReport:
+    reporter.finish(run)
+    return run
+
+
+def bootstrap(target: Target, reporter: Reporter) -> RunReport:
+    project, hosts, opts = load(target, all_at_once=True)
+    return _finished(reporter, day2.bootstrap(project, hosts, reporter, opts))
+
+
+def rollback(target: Target, reporter: Reporter, to: str | None = None) -> RunReport:
+    project, hosts, opts = load(target)
+    with interruptible(opts.cancel):
+        return _finished(reporter, day2.rollback(project, hosts, to, reporter, opts))
+
+
+def releases(target: Target, reporter: Reporter
+             ) -> tuple[RunReport, dict[str, release.Releases]]:
+    project, hosts, opts = load(target, all_at_once=True)
+    run, found = day2.releases(project, hosts, reporter, opts)
+    return _finished(reporter, run), found
+
+
+def status(target: Target, reporter: Reporter
+           ) -> tuple[RunReport, dict[str, list[health.ContainerRow]]]:
+    project, hosts, opts = load(target, all_at_once=True)
+    run, rows = day2.status(project, hosts, reporter, opts)
+    return _finished(reporter, run), rows
+
+
+def lock(target: Target, reporter: Reporter, message: str) -> RunReport:
+    project, hosts, opts = load(target, all_at_once=True)
+    return _finished(reporter, day2.set_lock(project, hosts, message, reporter, opts))
+
+
+def unlock(target: Target, reporter: Reporter) -> RunReport:
+    project, hosts, opts = load(target, all_at_once=True)
+    return _finished(reporter, day2.unlock(project, hosts, reporter, opts))
+
+
+def logs(target: Target, reporter: Reporter, on_line: day2.HostLine, *,
+         service: str | None = None, tail: int = 100, follow: bool = False,
+         on_hosts: Callable[[list[str]], None] | None = None) -> RunReport:
+    """``on_hosts``: told the selected hosts' names before any line comes."""
+    project, hosts, opts = load(target, all_at_once=True)
+    if on_hosts is not None:
+        on_hosts([h.name for h in hosts])
+    with interruptible(opts.cancel):
+        return day2.logs(project, hosts, service, tail, follow, on_line, reporter, opts)
+
+
+def exec_in(target: Target, reporter: Reporter, on_line: day2.HostLine, service: str,
+            argv: list[str], *, interactive: bool = False) -> tuple[Host, day2.ExecResult]:
+    """On the first host ``--limit`` selects."""
+    project, hosts, opts = load(target, all_at_once=True)
+    host = hosts[0]
+    return host, day2.exec_in(project, host, service, argv, interactive, on_line, reporter,
+                              opts)

@@ -1,36 +1,29 @@
 """Day-2 operations over the inventory: bootstrap, rollback, releases,
-status, lock, unlock. Same shape as ship: a per-host job over the rollout,
-one connection per host, a report per host."""
+status, lock, unlock, logs and exec. Same shape as ship: a per-host job over
+the one bounded runner, one connection per host, a report per host, remote
+state through :class:`~deployer.deploy.session.HostSession`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
-from deployer.commands import health, lock, release
-from deployer.commands.compose import Compose
+from deployer.commands import health, release
 from deployer.config import Host, Project
-from deployer.deploy.api import RunOptions, _now, run_over_hosts
 from deployer.deploy.hostrun import HostRun
-from deployer.deploy.ship import ShipSettings, ensure_docker, wait_healthy
-from deployer.errors import HostError
-from deployer.plan import deployer_identity
+from deployer.deploy.runner import RunOptions, run_command
+from deployer.deploy.session import HostSession, LockHeld
+from deployer.deploy.ship import (
+    ShipSettings,
+    check_cancel,
+    manifest_services,
+    restore,
+    start_and_gate,
+)
+from deployer.plan import deployer_identity, utc_timestamp
 from deployer.remote.base import Executor
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
-
-Job = Callable[[Executor, HostRun, Host], HostReport]
-
-
-def _over(project: Project, hosts: list[Host], command: str, job: Job,
-          reporter: Reporter, opts: RunOptions) -> RunReport:
-    t0 = time.monotonic()
-    reports = run_over_hosts(
-        hosts, lambda h: h, lambda ex, run, h: job(ex, run, h), reporter, opts  # type: ignore[arg-type,return-value]
-    )
-    return RunReport(command, project.app, project.env, None, {}, reports,
-                     time.monotonic() - t0, interrupted=opts.cancel.is_set())
 
 
 def bootstrap(project: Project, hosts: list[Host], reporter: Reporter,
@@ -42,11 +35,7 @@ def bootstrap(project: Project, hosts: list[Host], reporter: Reporter,
             out = bootstrap_host(ex, host)
         return run.report("ok", detail=out.detail)
 
-    return _over(project, hosts, "bootstrap", job, reporter, opts)
-
-
-def _releases(ex: Executor, project: Project) -> release.Releases:
-    return release.parse_releases(ex.run(release.list_releases(project.deploy_dir)).stdout)
+    return run_command("bootstrap", project, hosts, job, reporter, opts)
 
 
 def releases(project: Project, hosts: list[Host], reporter: Reporter,
@@ -55,24 +44,28 @@ def releases(project: Project, hosts: list[Host], reporter: Reporter,
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         with run.step("list releases"):
-            found[host.name] = r = _releases(ex, project)
+            found[host.name] = r = HostSession(project, host, ex, run).releases()
         return run.report("ok", release=r.current, detail=f"{len(r.releases)} releases")
 
-    return _over(project, hosts, "releases", job, reporter, opts), found
+    return run_command("releases", project, hosts, job, reporter, opts), found
 
 
 def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Reporter,
              opts: RunOptions) -> RunReport:
-    """Back to the previous (or named) release, health-gated like ship: the
-    old release is started, and ``current`` moves only once it is healthy."""
-    settings = ShipSettings(deployer_identity(), _now(), project.config.health_timeout,
-                            project.config.keep_releases, cancel=opts.cancel)
-    d = project.deploy_dir
+    """Back to the previous (or named) release through ship's own health
+    gate: the old release is started, ``current`` moves only once it is
+    healthy, and an unhealthy one is replaced by the release that was current
+    (waited for as well). A host that went back reports ``rolled back``, with
+    the release it left in ``rolled_back_from``."""
+    settings = ShipSettings(deployer_identity(), utc_timestamp(),
+                            project.config.health_timeout, project.config.keep_releases,
+                            cancel=opts.cancel)
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
-        facts = ensure_docker(ex, host, run)
+        session = HostSession(project, host, ex, run)
+        session.ensure_docker()
         with run.step("list releases"):
-            rel = _releases(ex, project)
+            rel = session.releases()
         target = to or rel.previous()
         if not target:
             return run.report("failed", release=rel.current,
@@ -83,57 +76,40 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
                               f"(have: {', '.join(rel.releases) or 'none'})")
         if target == rel.current:
             return run.report("unchanged", release=target, detail="already current")
-        with run.step("lock"):
-            res = ex.run(lock.acquire(d, who=settings.who, when=settings.when,
-                                      release=f"rollback-{target}"))
-        if res.exit_code == lock.EXIT_LOCKED:
-            return run.report("failed", release=rel.current,
-                              error=lock.parse_lock_info(res.stdout).describe())
+        check_cancel(settings, host.name, "lock")
         try:
-            now = lock.parse_current_under_lock(res.stdout)
-            if now != rel.current:
-                return run.report("failed", release=now,
-                                  error=f"another run switched this host to {now} while "
-                                  "its releases were listed; nothing changed, run the "
-                                  "rollback again")
-            compose = Compose(project.app, project.config.compose_file, facts.compose or "v2",
-                              facts.docker_sudo, release.release_dir(d, target))
-            with run.step(f"compose up {target}"):
-                ex.run(compose.up(), timeout=600)
-            with run.step("wait healthy"):
-                services = _manifest_services(ex, d, target)
-                v = wait_healthy(ex, project.app, facts, services, None,
-                                 settings.health_timeout, settings.poll_interval)
-            if not v.healthy:
-                if rel.current:
-                    with run.step(f"restore {rel.current}"):
-                        cur = Compose(project.app, project.config.compose_file,
-                                      facts.compose or "v2", facts.docker_sudo,
-                                      release.release_dir(d, rel.current))
-                        ex.run(cur.up(), timeout=600, check=False)
-                return run.report("failed", release=rel.current,
-                                  error=f"release {target} unhealthy: {v.describe()}")
-            with run.step("switch current"):
-                ex.run(release.switch_current(d, target))
-            return run.report("deployed", release=target, detail=f"rolled back from {rel.current}")
-        finally:
-            ex.run(lock.release(d, f"rollback-{target}"), check=False)
+            with session.locked(settings.who, settings.when, f"rollback-{target}") as now:
+                if now != rel.current:
+                    return run.report("failed", release=now,
+                                      error=f"another run switched this host to {now} while "
+                                      "its releases were listed; nothing changed, run the "
+                                      "rollback again")
+                return _roll_back(session, rel.current, target, settings)
+        except LockHeld as e:
+            return run.report("failed", release=rel.current, error=e.reason)
 
-    return _over(project, hosts, "rollback", job, reporter, opts)
+    return run_command("rollback", project, hosts, job, reporter, opts)
 
 
-def _manifest_services(ex: Executor, deploy_dir: str, rid: str) -> list[str]:
-    import json
-
-    from deployer.commands.base import Command
-
-    res = ex.run(Command(("cat", f"{release.release_dir(deploy_dir, rid)}/manifest.json")),
-                 check=False)
-    try:
-        data: dict[str, Any] = json.loads(res.stdout)
-        return list(data.get("services") or [])
-    except ValueError:
-        return []
+def _roll_back(session: HostSession, current: str | None, target: str,
+               settings: ShipSettings) -> HostReport:
+    run, ex = session.run, session.ex
+    with run.step(f"read the manifest of {target}"):
+        services = manifest_services(session.manifest(target), [])
+    failure = start_and_gate(session, session.compose(target), services, None, settings,
+                             step=f"compose up {target}")
+    if failure is None:
+        with run.step("switch current"):
+            ex.run(release.switch_current(session.dir, target))
+        return run.report("rolled back", release=target, rolled_back_from=current,
+                          detail=f"from {current or 'none'} to {target}")
+    error = f"release {target} unhealthy: {failure}"
+    if current:
+        with run.step(f"read the manifest of {current}"):
+            cur_services = manifest_services(session.manifest(current), services)
+        why = restore(session, current, cur_services, (), settings)
+        error += f"; {current} restored" if why is None else f"; restoring {current} {why}"
+    return run.report("failed", release=current, error=error)
 
 
 def status(project: Project, hosts: list[Host], reporter: Reporter,
@@ -141,51 +117,98 @@ def status(project: Project, hosts: list[Host], reporter: Reporter,
     rows: dict[str, list[health.ContainerRow]] = {}
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
-        from deployer.deploy.bootstrap import probe
-
+        session = HostSession(project, host, ex, run)
         with run.step("status"):
-            facts = probe(ex)
+            facts = session.probe()
             res = ex.run(health.containers(project.app, sudo=facts.docker_sudo), check=False)
             rows[host.name] = health.parse_containers(res.stdout)
-            st = release.parse_state(ex.run(release.read_state(project.deploy_dir)).stdout)
+            st = session.read_state()
         return run.report("ok", release=st.current, detail=f"{len(rows[host.name])} containers")
 
-    return _over(project, hosts, "status", job, reporter, opts), rows
+    return run_command("status", project, hosts, job, reporter, opts), rows
 
 
 def set_lock(project: Project, hosts: list[Host], message: str, reporter: Reporter,
              opts: RunOptions) -> RunReport:
-    d = project.deploy_dir
-
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
-        with run.step("lock"):
-            st = release.parse_state(ex.run(release.read_state(d)).stdout)
-            if not st.writable:
-                from deployer.deploy.bootstrap import probe
-
-                ex.run(release.prepare(d, probe(ex).user))
-            res = ex.run(lock.acquire(d, who=deployer_identity(), when=_now(), message=message))
-        if res.exit_code == lock.EXIT_LOCKED:
-            return run.report("failed", error=lock.parse_lock_info(res.stdout).describe())
+        session = HostSession(project, host, ex, run)
+        with run.step("read current release"):
+            st = session.read_state()
+        session.ensure_writable(st)
+        try:
+            session.acquire_lock(deployer_identity(), utc_timestamp(), message=message)
+        except LockHeld as e:
+            return run.report("failed", error=e.reason)
         return run.report("ok", detail="locked")
 
-    return _over(project, hosts, "lock", job, reporter, opts)
+    return run_command("lock", project, hosts, job, reporter, opts)
 
 
 def unlock(project: Project, hosts: list[Host], reporter: Reporter,
            opts: RunOptions) -> RunReport:
-    d = project.deploy_dir
-
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
-        with run.step("unlock"):
-            shown = ex.run(lock.show(d))
-            ex.run(lock.release(d))
-        if shown.exit_code == lock.EXIT_LOCKED:
-            return run.report("ok", detail="released " + lock.parse_lock_info(shown.stdout)
-                              .describe())
+        info = HostSession(project, host, ex, run).break_lock()
+        if info is not None:
+            return run.report("ok", detail="released " + info.describe())
         return run.report("ok", detail="was not locked")
 
-    return _over(project, hosts, "unlock", job, reporter, opts)
+    return run_command("unlock", project, hosts, job, reporter, opts)
 
 
-__all__ = ["HostError", "bootstrap", "releases", "rollback", "set_lock", "status", "unlock"]
+HostLine = Callable[[str, str], None]  # (host, line)
+
+
+def logs(project: Project, hosts: list[Host], service: str | None, tail: int, follow: bool,
+         on_line: HostLine, reporter: Reporter, opts: RunOptions) -> RunReport:
+    """``compose logs`` of the current release on every host, each line
+    handed to ``on_line`` as it arrives (at most ``max_parallel`` hosts at
+    once). Ctrl-C (``opts.cancel``) ends the streams."""
+
+    def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+        session = HostSession(project, host, ex, run)
+        with run.step("find current release"):
+            compose = session.current_compose()
+        with run.step("logs"):
+            code = ex.stream(compose.logs(service, tail=tail, follow=follow),
+                             lambda line: on_line(host.name, line), cancel=opts.cancel)
+        if code not in (0, -1):
+            return run.report("failed", error=f"compose logs exited {code}")
+        return run.report("ok")
+
+    return run_command("logs", project, hosts, job, reporter, opts)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """``exit_code`` of the command (non-interactive), or, for ``-i``, the
+    shell line to hand to an interactive ``ssh -t`` (``handover``)."""
+
+    report: RunReport
+    exit_code: int = 0
+    handover: str | None = None
+
+
+def exec_in(project: Project, host: Host, service: str, argv: list[str], interactive: bool,
+            on_line: HostLine, reporter: Reporter, opts: RunOptions) -> ExecResult:
+    """Run ``argv`` in ``service``'s container on one host. Interactive runs
+    need a terminal, which only OpenSSH gives: the result carries the line
+    for it, and nothing is run here."""
+    codes: list[int] = []
+    lines: list[str] = []
+
+    def job(ex: Executor, run: HostRun, h: Host) -> HostReport:
+        session = HostSession(project, h, ex, run)
+        with run.step("find current release"):
+            compose = session.current_compose()
+        cmd = compose.exec(service, argv, interactive=interactive)
+        if interactive:
+            lines.append(cmd.shell(as_root=session.probe().is_root))
+            return run.report("ok")
+        with run.step(f"exec in {service}"):
+            codes.append(ex.stream(cmd, lambda line: on_line(h.name, line), cancel=opts.cancel))
+        return run.report("ok")
+
+    rep = run_command("exec", project, [host], job, reporter, opts)
+    if not rep.ok:
+        return ExecResult(rep, 1)
+    return ExecResult(rep, codes[0] if codes else 0, lines[0] if lines else None)

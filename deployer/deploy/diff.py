@@ -44,8 +44,8 @@ from typing import Any, Literal
 from deployer.commands.health import ContainerRow
 from deployer.commands.inspect import CONTENT_CAP, Inspection, inspect_host, parse_inspection
 from deployer.config import Host, Project
-from deployer.deploy.api import RunOptions, run_over_hosts
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.runner import RunOptions, run_over_hosts
 from deployer.errors import ConfigError, HostError
 from deployer.plan import HostPlan, Plan, build_plan, new_release_id
 from deployer.release_files import ReleaseFile
@@ -668,9 +668,10 @@ def plan_diff(
     sentinels = sentinel_files(project, plan)
     found: dict[str, HostDiff] = {}
 
-    def job(ex: Executor, run: HostRun, item: object) -> HostReport:
-        assert isinstance(item, HostPlan)
-        hp = item
+    by_host = {hp.host.name: hp for hp in plan.hosts}
+
+    def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+        hp = by_host[host.name]
         with run.step("inspect"):
             res = ex.run(inspect_host(project.deploy_dir, project.app, wanted(hp)))
             try:
@@ -680,7 +681,7 @@ def plan_diff(
         found[hp.host.name] = host_diff(project, hp, ins, sentinels.get(hp.host.name))
         return run.report("ok", release=ins.current)
 
-    reports = run_over_hosts(plan.hosts, lambda i: i.host, job, reporter, opts)  # type: ignore[attr-defined]
+    reports = run_over_hosts([hp.host for hp in plan.hosts], job, reporter, opts)
     by_name = {r.host: r for r in reports}
     hosts: list[HostDiff] = []
     for hp in plan.hosts:

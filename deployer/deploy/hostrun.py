@@ -6,9 +6,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 
-from deployer.report.model import HostReport, Result, StepTiming
+from deployer.report.model import HostReport, HostResult, StepTiming
 from deployer.report.reporters import Reporter
+
+
+class _Unset(Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET  # "not given", distinct from None ("no release")
 
 
 @dataclass
@@ -17,10 +25,11 @@ class HostRun:
 
     host: str
     reporter: Reporter
-    release: str | None = None
+    release: str | None = None  # the release the host runs, unless a report says otherwise
     started: float = field(default_factory=time.monotonic)
     steps: list[StepTiming] = field(default_factory=list)
     current: str = ""
+    failed: str = ""  # the first step that raised (clean-up steps may follow it)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -31,6 +40,9 @@ class HostRun:
         try:
             yield
             ok = True
+        except BaseException:
+            self.failed = self.failed or name
+            raise
         finally:
             self.steps.append(StepTiming(name, time.monotonic() - t0, ok))
 
@@ -39,16 +51,21 @@ class HostRun:
 
     def report(
         self,
-        result: Result,
+        result: HostResult,
         *,
         error: str | None = None,
         detail: str | None = None,
-        release: str | None = None,
+        release: str | _Unset | None = UNSET,
+        rolled_back_from: str | None = None,
     ) -> HostReport:
+        """The host's report. ``release``: what it runs now; not given, the
+        run's :attr:`release`; ``None``: nothing (a first release that failed
+        and was taken down)."""
         return HostReport(
             host=self.host,
             result=result,
-            release=release if release is not None else self.release,
+            release=self.release if release is UNSET else release,
+            rolled_back_from=rolled_back_from,
             seconds=time.monotonic() - self.started,
             error=error,
             detail=detail,

@@ -73,11 +73,22 @@ def parse_batches(text: str) -> list[int | str]:
 
 
 @dataclass
-class Policy:
+class RolloutPolicy:
+    """How a run goes over its hosts (``rollout:`` of the inventory, with the
+    command line's overrides)."""
+
     batches: list[int | str] = field(default_factory=lambda: ["100%"])
     max_parallel: int = 20
     max_fail_percentage: float = 0.0
     pause: float = 0.0
+
+    def sizes(self, total: int) -> list[int]:
+        return batch_sizes(total, self.batches)
+
+    def first_wave(self, total: int) -> int:
+        """How many hosts start first: the first batch, at most max_parallel."""
+        sizes = self.sizes(total)
+        return min(sizes[0] if sizes else 0, self.max_parallel)
 
 
 @dataclass
@@ -95,7 +106,7 @@ def rollout(
     items: Sequence[T],
     job: Callable[[T, int], object],
     failed: Callable[[object], bool],
-    policy: Policy,
+    policy: RolloutPolicy,
     *,
     cancel: threading.Event | None = None,
     on_batch: Callable[[int, list[T]], None] | None = None,
@@ -109,7 +120,7 @@ def rollout(
     """
     cancel = cancel or threading.Event()
     slots = [Slot(it) for it in items]
-    sizes = batch_sizes(len(slots), policy.batches)
+    sizes = policy.sizes(len(slots))
     total = len(slots)
     n_failed = 0
     start = 0

@@ -2,15 +2,18 @@
 than it found it.
 
     read current release (no-op check: done when unchanged)
-    -> bootstrap (if Docker is missing) -> lock -> upload into <id>.partial
-    -> rename to <id> -> login -> pull -> compose up -> wait healthy
-    -> switch ``current`` -> prune -> unlock
+    -> check docker (bootstrap if missing) -> prepare deploy dir (if needed)
+    -> lock (state read again if another run switched releases meanwhile)
+    -> clean up stale uploads -> upload into <id>.partial -> rename to <id>
+    -> shared dirs -> registry login -> pull -> compose up -> wait healthy
+    -> switch ``current`` -> prune -> remove the run's credentials -> unlock
     on failure after ``up``: logs of the failing service, previous release
     up again, wait healthy, ``current`` untouched -> "rolled back"
 
 A release directory that exists is always complete (it is renamed into place
 only after every file landed), and ``current`` only moves once the new
-release is healthy.
+release is healthy. ``deployer plan`` runs this same machine against a
+recording executor (:mod:`deployer.deploy.dryrun`).
 """
 
 from __future__ import annotations
@@ -23,45 +26,20 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployer.commands import health, lock, registry, release
-from deployer.commands.base import Command
+from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
-from deployer.commands.facts import HostFacts
-from deployer.config import Host, Project
+from deployer.config import Project
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
-from deployer.plan import MANIFEST, HostPlan
-from deployer.remote.base import Executor, Result
+from deployer.plan import HostPlan
+from deployer.remote.base import Executor
 from deployer.report.model import HostReport
 
 
-class Interrupted(HostError):
-    """Ctrl-C arrived before this host reached a point of no return."""
-
-
-@dataclass
-class Counting:
-    """Wraps an executor to count remote commands and uploaded bytes (shown in
-    the JSON report and by the benchmarks)."""
-
-    inner: Executor
-    commands: int = 0
-    bytes_uploaded: int = 0
-    host: str = ""
-
-    def __post_init__(self) -> None:
-        self.host = self.inner.host
-
-    def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
-        self.commands += 1
-        return self.inner.run(command, check=check, timeout=timeout)
-
-    def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
-        self.bytes_uploaded += len(data)
-        self.inner.upload(data, path, mode=mode)
-
-    def close(self) -> None:
-        self.inner.close()
+class StoppedBeforeStep(HostError):
+    """Ctrl-C arrived before this host reached a point of no return: it keeps
+    its old release and is reported ``skipped``."""
 
 
 @dataclass
@@ -75,19 +53,66 @@ class ShipSettings:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def ensure_docker(ex: Executor, host: Host, run: HostRun) -> HostFacts:
-    """Probe the host (one round trip); install Docker if it is missing."""
-    from deployer.deploy.bootstrap import bootstrap_host
+def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
+    if settings.cancel.is_set():
+        raise StoppedBeforeStep(host, where, "interrupted; nothing was started")
 
-    with run.step("check docker"):
-        outcome = bootstrap_host(ex, host)
-    if outcome.changed:
-        run.log(f"bootstrapped: {outcome.detail}")
-    return outcome.facts
+
+def start_and_gate(
+    session: HostSession,
+    compose: Compose,
+    services: list[str],
+    oneshot: list[str] | None,
+    settings: ShipSettings,
+    step: str = "compose up",
+    may_exit: Collection[str] = (),
+) -> str | None:
+    """``compose up`` and wait until healthy: the health gate of ship and
+    rollback. Returns None when healthy, else why not (after printing the
+    failing service's last log lines)."""
+    run, ex = session.run, session.ex
+    try:
+        with run.step(step):
+            ex.run(compose.up(), timeout=max(600.0, settings.health_timeout))
+        with run.step("wait healthy"):
+            verdict = wait_healthy(ex, session.project.app, compose.sudo, services, oneshot,
+                                   settings.health_timeout, settings.poll_interval, may_exit)
+    except HostError as e:
+        return e.message
+    if verdict.healthy:
+        return None
+    if verdict.service:
+        _show_logs(session, compose, verdict.service, settings.log_tail)
+    return verdict.describe()
+
+
+def restore(
+    session: HostSession,
+    previous: str,
+    services: list[str],
+    env: tuple[tuple[str, str], ...],
+    settings: ShipSettings,
+) -> str | None:
+    """Bring ``previous`` up again and wait until it is healthy (``current``
+    still points at it). Returns None when it is, else why not."""
+    run, ex = session.run, session.ex
+    try:
+        with run.step(f"roll back to {previous}"):
+            old = session.compose(previous, env)
+            ex.run(old.up(), timeout=600)
+            v = wait_healthy(ex, session.project.app, old.sudo, services, None,
+                             settings.health_timeout, settings.poll_interval)
+    except HostError as e:
+        return f"failed: {e.message}"
+    return None if v.healthy else f"unhealthy too: {v.describe()}"
+
+
+def manifest_services(manifest: dict[str, Any] | None, default: list[str]) -> list[str]:
+    return list((manifest or {}).get("services") or default)
 
 
 class HostShip:
-    """One host's ship. Create it per host per run; call :meth:`run`."""
+    """One host's ship. Create it per host per run; call :meth:`ship`."""
 
     def __init__(
         self,
@@ -102,27 +127,12 @@ class HostShip:
         self.ex = ex
         self.run = run
         self.s = settings
+        self.session = HostSession(project, hp.host, ex, run, tuple(hp.compose.profiles))
         self.dir = project.deploy_dir
-        self.app = project.app
-
-    # -- helpers -----------------------------------------------------------
-
-    def _compose(
-        self, facts: HostFacts, release_id: str, env: tuple[tuple[str, str], ...]
-    ) -> Compose:
-        return Compose(
-            app=self.app,
-            file=self.project.config.compose_file,
-            variant=facts.compose or "v2",
-            sudo=facts.docker_sudo,
-            cwd=release.release_dir(self.dir, release_id),
-            env=env,
-            profiles=tuple(self.hp.compose.profiles),
-        )
 
     def _read_state(self) -> release.RemoteState:
         with self.run.step("read current release"):
-            return release.parse_state(self.ex.run(release.read_state(self.dir)).stdout)
+            return self.session.read_state()
 
     def _unchanged(self, state: release.RemoteState) -> bool:
         """The current release is exactly this plan (a broken or missing
@@ -132,13 +142,12 @@ class HostShip:
                     and manifest.get("fingerprint") == self.hp.fingerprint)
 
     def _check_cancel(self, where: str) -> None:
-        if self.s.cancel.is_set():
-            raise Interrupted(self.hp.host.name, where, "interrupted; nothing was started")
+        check_cancel(self.s, self.hp.host.name, where)
 
     # -- the run -----------------------------------------------------------
 
     def ship(self) -> HostReport:
-        hp, run, ex = self.hp, self.run, self.ex
+        hp, run = self.hp, self.run
         run.release = hp.release
         # The no-op check comes first: it needs no facts (a plain read as the
         # SSH user), and the facts probe is the costly round trip (it starts
@@ -148,61 +157,62 @@ class HostShip:
         state = self._read_state()
         if self._unchanged(state):
             return run.report("unchanged", release=state.current, detail="nothing changed")
-        facts = ensure_docker(ex, hp.host, run)
-        if not state.writable:
-            with run.step("prepare deploy dir"):
-                ex.run(release.prepare(self.dir, facts.user))
+        self.session.ensure_docker()
+        self.session.ensure_writable(state)
         self._check_cancel("lock")
-        with run.step("lock"):
-            res = ex.run(lock.acquire(self.dir, who=self.s.who, when=self.s.when,
-                                      release=hp.release))
-        if res.exit_code == lock.EXIT_LOCKED:
-            info = lock.parse_lock_info(res.stdout)
+        try:
+            with self.session.locked(self.s.who, self.s.when, hp.release) as now:
+                if now != state.current:
+                    # Another run switched releases between our read (sent
+                    # early, while the images were staged) and the lock: what
+                    # to roll back to, and whether anything changed, must
+                    # come from now.
+                    state = self._read_state()
+                    if self._unchanged(state):
+                        return run.report("unchanged", release=state.current,
+                                          detail="nothing changed")
+                return self._locked_ship(state)
+        except LockHeld as e:
             return run.report(
                 "failed", release=state.current,
-                error=f"{info.describe()}; run `deployer unlock {self.project.env}` "
+                error=f"{e.reason}; run `deployer unlock {self.project.env}` "
                 "if that deploy is dead",
             )
+
+    def _locked_ship(self, state: release.RemoteState) -> HostReport:
+        hp, run, ex = self.hp, self.run, self.ex
+        facts = self.session.probe()
+        with run.step("clean up stale uploads"):
+            ex.run(release.remove_partials(self.dir))
+            ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
+        self._check_cancel("upload")
+        with run.step("upload release"):
+            self._upload()
+        if hp.compose.shared_dirs:
+            with run.step("create shared dirs"):
+                ex.run(release.ensure_shared(self.dir, hp.compose.shared_dirs))
         login: registry.RegistryLogin | None = None
+        reg = self.project.registry
+        if reg.username and reg.password:
+            login = registry.registry_login(
+                self.dir, hp.release, server=reg.server, username=reg.username,
+                password=reg.password, sudo=facts.docker_sudo,
+            )
         try:
-            if lock.parse_current_under_lock(res.stdout) != state.current:
-                # Another run switched releases between our read (sent early,
-                # while the images were staged) and the lock: what to roll
-                # back to, and whether anything changed, must come from now.
-                state = self._read_state()
-                if self._unchanged(state):
-                    return run.report("unchanged", release=state.current,
-                                      detail="nothing changed")
-            with run.step("clean up stale uploads"):
-                ex.run(release.remove_partials(self.dir))
-                ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
-            self._check_cancel("upload")
-            with run.step("upload release"):
-                self._upload()
-            if hp.compose.shared_dirs:
-                with run.step("create shared dirs"):
-                    ex.run(release.ensure_shared(self.dir, hp.compose.shared_dirs))
             env: tuple[tuple[str, str], ...] = ()
-            reg = self.project.registry
-            if reg.username and reg.password:
-                login = registry.registry_login(
-                    self.dir, hp.release, server=reg.server, username=reg.username,
-                    password=reg.password, sudo=facts.docker_sudo,
-                )
+            if login is not None:
                 with run.step("registry login"):
                     ex.run(login.login)
                 env = login.env
-            compose = self._compose(facts, hp.release, env)
+            compose = self.session.compose(hp.release, env)
             with run.step("pull images"):
                 ex.run(compose.pull(), timeout=900)
             self._check_cancel("compose up")
-            return self._up_and_gate(facts, compose, state.current, state.manifest, env)
+            return self._up_and_gate(compose, state, env)
         finally:
             if login is not None:
-                with contextlib.suppress(HostError):
+                with run.step("remove registry credentials"), contextlib.suppress(HostError):
                     ex.run(login.cleanup, check=False)
-            with contextlib.suppress(HostError):
-                ex.run(lock.release(self.dir, hp.release), check=False)
 
     def _upload(self) -> None:
         hp, ex = self.hp, self.ex
@@ -211,80 +221,53 @@ class HostShip:
         partial = release.partial_dir(self.dir, hp.release)
         for f in hp.files:
             ex.upload(f.content, posixpath.join(partial, f.dest), mode=f.mode)
-        ex.upload(hp.manifest_bytes(self.s.who, self.s.when), posixpath.join(partial, MANIFEST),
-                  mode=0o644)
+        ex.upload(hp.manifest_bytes(self.s.who, self.s.when),
+                  posixpath.join(partial, release.MANIFEST), mode=0o644)
         ex.run(release.finalize(self.dir, hp.release))
 
     def _up_and_gate(
-        self,
-        facts: HostFacts,
-        compose: Compose,
-        previous: str | None,
-        prev_manifest: dict[str, Any] | None,
-        env: tuple[tuple[str, str], ...],
+        self, compose: Compose, state: release.RemoteState, env: tuple[tuple[str, str], ...]
     ) -> HostReport:
         hp, run, ex = self.hp, self.run, self.ex
-        failure: str | None = None
-        try:
-            with run.step("compose up"):
-                ex.run(compose.up(), timeout=max(600.0, self.s.health_timeout))
-            with run.step("wait healthy"):
-                verdict = self._wait_healthy(facts, hp.compose.services, hp.compose.oneshot,
-                                             hp.compose.may_exit)
-            if verdict.healthy:
-                with run.step("switch current"):
-                    ex.run(release.switch_current(self.dir, hp.release))
-                with run.step("prune releases"):
-                    ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
-                return run.report("deployed")
-            failure = verdict.describe()
-            if verdict.service:
-                self._show_logs(compose, verdict.service)
-        except HostError as e:
-            failure = e.message
+        failure = start_and_gate(self.session, compose, hp.compose.services,
+                                 hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit)
+        if failure is None:
+            with run.step("switch current"):
+                ex.run(release.switch_current(self.dir, hp.release))
+            with run.step("prune releases"):
+                ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
+            return run.report("deployed")
         # The new release did not come up healthy: bring the old one back.
+        previous = state.current
         if not previous:
             with run.step("stop failed release"):
                 ex.run(compose.down(), check=False)
             return run.report("failed", release=None,
                               error=f"{failure} (first release: nothing to roll back to)")
         run.log(f"release {hp.release} failed ({failure}); rolling back to {previous}")
-        try:
-            with run.step(f"roll back to {previous}"):
-                old = self._compose(facts, previous, env)
-                ex.run(old.up(), timeout=600)
-                services = list((prev_manifest or {}).get("services") or hp.compose.services)
-                v = self._wait_healthy(facts, services, None)
-            if not v.healthy:
-                return run.report("failed", release=previous,
-                                  error=f"{failure}; rollback to {previous} unhealthy too: "
-                                  f"{v.describe()}")
-        except HostError as e:
+        services = manifest_services(state.manifest, hp.compose.services)
+        why = restore(self.session, previous, services, env, self.s)
+        if why is not None:
             return run.report("failed", release=previous,
-                              error=f"{failure}; rollback to {previous} failed: {e.message}")
-        return run.report("rolled back", release=previous, error=failure)
+                              error=f"{failure}; rollback to {previous} {why}")
+        return run.report("rolled back", release=previous, rolled_back_from=hp.release,
+                          error=failure)
 
-    def _wait_healthy(
-        self, facts: HostFacts, services: list[str], oneshot: list[str] | None,
-        may_exit: list[str] | None = None,
-    ) -> health.HealthVerdict:
-        return wait_healthy(self.ex, self.app, facts, services, oneshot,
-                            self.s.health_timeout, self.s.poll_interval, may_exit or ())
 
-    def _show_logs(self, compose: Compose, service: str) -> None:
-        try:
-            res = self.ex.run(compose.logs(service, tail=self.s.log_tail), check=False)
-        except HostError:
-            return
-        self.run.log(f"last {self.s.log_tail} log lines of {service}:")
-        for line in (res.stdout + res.stderr).splitlines()[-self.s.log_tail:]:
-            self.run.log(f"  | {line}")
+def _show_logs(session: HostSession, compose: Compose, service: str, tail: int) -> None:
+    try:
+        res = session.ex.run(compose.logs(service, tail=tail), check=False)
+    except HostError:
+        return
+    session.run.log(f"last {tail} log lines of {service}:")
+    for line in (res.stdout + res.stderr).splitlines()[-tail:]:
+        session.run.log(f"  | {line}")
 
 
 def wait_healthy(
     ex: Executor,
     app: str,
-    facts: HostFacts,
+    sudo: bool,
     services: list[str],
     oneshot: list[str] | None,
     timeout: float,
@@ -293,7 +276,8 @@ def wait_healthy(
 ) -> health.HealthVerdict:
     """Poll the project's containers (one command per poll) until every
     service is ready, one fails, or ``timeout`` passes. Done by deployer, not
-    by compose, so it behaves the same on compose v1 and v2.
+    by compose, so it behaves the same on compose v1 and v2. ``sudo``:
+    docker needs it in this session.
 
     The first second is polled four times as often, the next one twice: a
     service with a short healthcheck interval is often ready about a second
@@ -301,7 +285,7 @@ def wait_healthy(
     average, a visible share of a small changed ship (bench/results). Later
     polls stay at ``poll_interval``: each one costs the host a ``docker ps``."""
     deadline = time.monotonic() + timeout
-    probe = health.containers(app, sudo=facts.docker_sudo)
+    probe = health.containers(app, sudo=sudo)
     waits = [poll_interval / 4] * 4 + [poll_interval / 2] * 2
     while True:
         rows = health.parse_containers(ex.run(probe).stdout)

@@ -45,7 +45,7 @@ class ImageReporter(Protocol):
         """Stop any live display."""
 
 
-class PlainReporter:
+class PlainImageReporter:
     """Plain lines: for CI logs, pipes and tests. Layer progress is shown as
     state changes (no byte counts), so logs stay short and deterministic."""
 
@@ -185,5 +185,5 @@ def make_reporter(
         plain = bool(os.environ.get("CI")) or not sys.stderr.isatty()
     if plain:
         stream = getattr(console, "file", None) if console is not None else None
-        return PlainReporter(stream, verbose=verbose)
+        return PlainImageReporter(stream, verbose=verbose)
     return RichReporter(console, verbose=verbose)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-from ..config.models import ImageConfig
-
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 # Docker's own aliases for Docker Hub: a reference there carries no server part.
 HUB_SERVERS = frozenset(
@@ -56,11 +54,6 @@ def pinned_ref(server: str | None, repository: str, tag: str, digest: str) -> st
     if not DIGEST_RE.fullmatch(digest):
         raise ValueError(f"not a sha256 digest: {digest!r}")
     return f"{image_ref(server, repository, tag)}@{digest}"
-
-
-def config_ref(image: ImageConfig, server: str | None, tag: str) -> str:
-    """The reference for an entry of ``deployer.yaml``'s ``images``."""
-    return image_ref(server, image.repository, tag)
 
 
 def split_ref(ref: str) -> tuple[str, str | None, str | None]:

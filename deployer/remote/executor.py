@@ -19,15 +19,13 @@ import secrets as _random
 import select
 import threading
 import time
-from collections import Counter
-from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from deployer.commands.base import Command
 from deployer.config.inventory import Host
 from deployer.errors import HostError
-from deployer.remote.base import Result
+from deployer.remote.base import ExecStats, LineSink, Result
 from deployer.remote.ssh import DEFAULT_SSH_CONFIG, Connection, UnreachableError, connect
 from deployer.secrets import MASK, mask
 
@@ -35,9 +33,6 @@ if TYPE_CHECKING:
     import paramiko
 
 log = logging.getLogger("deployer.remote")
-
-_counts: Counter[str] = Counter()
-_counts_lock = threading.Lock()
 
 SUDO_PASSWORD_MARKERS = (
     "a password is required",
@@ -50,13 +45,6 @@ SUDO_PASSWORD_MARKERS = (
 STDERR_TAIL_LINES = 3
 STDERR_TAIL_CHARS = 400
 _CHUNK = 32768
-
-
-def connection_counts() -> dict[str, int]:
-    """SSH connections opened per host in this process (for the debug summary
-    and tests: the contract is one per host per deployer command)."""
-    with _counts_lock:
-        return dict(_counts)
 
 
 class CommandFailed(HostError):
@@ -109,6 +97,8 @@ class SSHExecutor:
         self.allow_agent = allow_agent
         self._as_root = as_root
         self.connections_opened = 0
+        self._commands = 0
+        self._bytes = 0
         self._conn: Connection | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
@@ -139,8 +129,6 @@ class SSHExecutor:
                 log.debug("%s: SSH connection failed: %s", self.host, mask(e.message))
                 raise
             self.connections_opened += 1
-            with _counts_lock:
-                _counts[self.host] += 1
             via = f" via {len(self._conn.jumps)} jump host(s)" if self._conn.jumps else ""
             log.debug(
                 "%s: opened SSH connection #%d to %s%s in %.2fs",
@@ -159,6 +147,9 @@ class SSHExecutor:
         if self._as_root is None:
             return self.user == "root"
         return self._as_root
+
+    def stats(self) -> ExecStats:
+        return ExecStats(self.connections_opened, self._commands, self._bytes)
 
     def close(self) -> None:
         with self._lock:
@@ -193,6 +184,7 @@ class SSHExecutor:
         raised, leaving the connection usable for the next step.
         """
         conn = self.connect()
+        self._commands += 1
         line = command.shell(as_root=self.as_root)
         shown = mask(line) + (f"  <<< {MASK}" if command.stdin is not None else "")
         limit = timeout if timeout is not None else self.target.ssh.command_timeout
@@ -220,6 +212,59 @@ class SSHExecutor:
                     result,
                 )
         return result
+
+    def stream(self, command: Command, on_line: LineSink, *,
+               cancel: threading.Event | None = None) -> int:
+        """Run ``command`` and hand each output line (stdout and stderr
+        merged, decoded) to ``on_line`` as it arrives; return the exit code,
+        or -1 when ``cancel`` was set (the channel is closed then). For
+        ``logs -f`` and ``exec``: the output is the point, not a result."""
+        import paramiko
+
+        conn = self.connect()
+        self._commands += 1
+        line = command.shell(as_root=self.as_root)
+        log.debug("%s: $ %s (streamed)", self.host, mask(line))
+        try:
+            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise UnreachableError(self.host, f"cannot open a channel for {_step(command)}: "
+                                   f"{e}") from None
+        # stdout and stderr each have their own line buffer, so a line of one
+        # is never cut by a line of the other.
+        bufs = {False: b"", True: b""}
+
+        def take(data: bytes, err: bool) -> None:
+            *lines, bufs[err] = (bufs[err] + data).split(b"\n")
+            for raw in lines:
+                on_line(raw.decode("utf-8", "replace"))
+
+        try:
+            chan.exec_command(line)
+            if command.stdin is not None:
+                chan.sendall(command.stdin.encode())
+            chan.shutdown_write()
+            fd = chan.fileno()
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return -1
+                if chan.recv_ready():
+                    take(chan.recv(_CHUNK), False)
+                    continue
+                if chan.recv_stderr_ready():
+                    take(chan.recv_stderr(_CHUNK), True)
+                    continue
+                if (chan.exit_status_ready() and chan.eof_received) or chan.closed:
+                    break
+                if not conn.active:
+                    raise UnreachableError(self.host, f"connection lost during {_step(command)}")
+                select.select([fd], [], [], 0.2)
+            for rest in bufs.values():
+                if rest:
+                    on_line(rest.decode("utf-8", "replace"))
+            return chan.recv_exit_status()
+        finally:
+            chan.close()
 
     def _check_sudo(self, command: Command, result: Result, step: str) -> None:
         """sudo's own failures are raised whatever ``check`` says: the step did
@@ -335,6 +380,7 @@ class SSHExecutor:
         """
         sftp = self.sftp()
         started = time.monotonic()
+        self._bytes += len(data)
         directory, name = posixpath.split(path)
         tmp = posixpath.join(directory, f".{name}.tmp-{_random.token_hex(6)}")
         try:
@@ -358,44 +404,6 @@ class SSHExecutor:
             ) from None
         log.debug("%s: uploaded %d bytes to %s (mode %o) in %.2fs", self.host, len(data),
                   path, mode, time.monotonic() - started)
-
-    def upload_tree(
-        self,
-        root: str,
-        files: Mapping[str, bytes | tuple[bytes, int]],
-        *,
-        mode: int = 0o644,
-        dir_mode: int = 0o755,
-    ) -> None:
-        """Upload many files under ``root`` in one SFTP session, creating
-        directories as needed. Values are ``data`` or ``(data, mode)``; keys are
-        relative POSIX paths. Each file lands atomically (see :meth:`upload`)."""
-        sftp = self.sftp()
-        made: set[str] = set()
-        for rel in sorted(files):
-            if rel.startswith("/") or ".." in rel.split("/"):
-                raise ValueError(f"upload_tree: {rel!r} must be a relative path inside {root}")
-            value = files[rel]
-            data, fmode = value if isinstance(value, tuple) else (value, mode)
-            target = posixpath.join(root, rel)
-            self._makedirs(sftp, posixpath.dirname(target), dir_mode, made)
-            self.upload(data, target, mode=fmode)
-
-    def _makedirs(
-        self, sftp: paramiko.SFTPClient, path: str, dir_mode: int, made: set[str]
-    ) -> None:
-        if not path or path in made or path == "/":
-            return
-        try:
-            sftp.stat(path)
-        except FileNotFoundError:
-            self._makedirs(sftp, posixpath.dirname(path), dir_mode, made)
-            try:
-                sftp.mkdir(path, dir_mode)
-            except OSError as e:
-                raise HostError(self.host, f"upload {path}", f"cannot create directory: {e}",
-                                "is the parent writable by the SSH user?") from None
-        made.add(path)
 
     def _remove_quietly(self, path: str) -> None:
         try:

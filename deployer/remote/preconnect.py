@@ -26,28 +26,25 @@ from concurrent.futures import Future
 
 from deployer.commands.base import Command
 from deployer.config.inventory import Host
-from deployer.remote.base import Executor, Result
+from deployer.remote.base import Executor, LineSink, Result, Wrapper
 
 
 def _open(ex: Executor, first: Command | None) -> Result | None:
-    connect = getattr(ex, "connect", None)
     try:
-        if connect is not None:
-            connect()
+        ex.connect()
         return ex.run(first, check=False) if first is not None else None
     except Exception:  # kept by the executor, raised on first use
         return None
 
 
-class _Prefetched:
+class _Prefetched(Wrapper):
     """``inner``, with ``first``'s early result given to the first call that
     runs an equal command. A result that is not ok is dropped and the command
     runs again, so errors carry the job's step name as usual."""
 
     def __init__(self, inner: Executor, first: Command | None,
                  early: Future[Result | None]) -> None:
-        self.inner = inner
-        self.host = inner.host
+        super().__init__(inner)
         self._first = first
         self._early: Future[Result | None] | None = early
 
@@ -56,6 +53,10 @@ class _Prefetched:
         runs), once; later calls get None."""
         early, self._early = self._early, None
         return early.result() if early is not None else None
+
+    def connect(self) -> object:
+        self._settle()
+        return self.inner.connect()
 
     def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
         res = self._settle()
@@ -67,12 +68,14 @@ class _Prefetched:
         self._settle()
         self.inner.upload(data, path, mode=mode)
 
+    def stream(self, command: Command, on_line: LineSink, *,
+               cancel: threading.Event | None = None) -> int:
+        self._settle()
+        return self.inner.stream(command, on_line, cancel=cancel)
+
     def close(self) -> None:
         self._settle()
         self.inner.close()
-
-    def __getattr__(self, name: str) -> object:  # connections_opened, ...
-        return getattr(self.inner, name)
 
 
 class Preconnected:

@@ -175,19 +175,6 @@ def resolve(
     )
 
 
-def resolve_host(host: Host, ssh_config: str | None = DEFAULT_SSH_CONFIG) -> Endpoint:
-    """The endpoint for an inventory host: its address through ssh_config."""
-    s = host.ssh
-    return resolve(
-        host.address,
-        config=load_ssh_config(ssh_config),
-        user=s.user,
-        port=s.port,
-        identity_file=s.identity_file,
-        proxy_jump=s.proxy_jump,
-    )
-
-
 @dataclass
 class Connection:
     """An authenticated SSH connection (and the jump connections under it)."""

@@ -57,6 +57,7 @@ def command(name: str, data: str = "", **properties: str) -> str:
 
 
 def in_github(environ: Mapping[str, str] | None = None) -> bool:
+    """Running as a GitHub Actions step: the one place that asks."""
     return (os.environ if environ is None else environ).get("GITHUB_ACTIONS") == "true"
 
 

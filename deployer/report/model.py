@@ -3,6 +3,11 @@
 ``result`` vocabulary (the contract of the summary table and the JSON report):
 deployed, unchanged, failed, rolled back, skipped, ok (for commands that do
 not deploy, such as bootstrap or status).
+
+``rolled back`` means one thing: the host was taken off a release
+(``rolled_back_from``) and runs an older one (``release``) again. After
+``ship`` that is a failure (``error`` says why the new release was not
+healthy); after ``deployer rollback`` it is what was asked for (no error).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Result = Literal["deployed", "unchanged", "failed", "rolled back", "skipped", "ok"]
+HostResult = Literal["deployed", "unchanged", "failed", "rolled back", "skipped", "ok"]
 SUCCESS: frozenset[str] = frozenset({"deployed", "unchanged", "ok"})
 
 
@@ -24,8 +29,9 @@ class StepTiming:
 @dataclass
 class HostReport:
     host: str
-    result: Result
+    result: HostResult
     release: str | None = None
+    rolled_back_from: str | None = None
     seconds: float = 0.0
     error: str | None = None
     detail: str | None = None  # e.g. "already bootstrapped", "locked by ..."
@@ -37,7 +43,7 @@ class HostReport:
 
     @property
     def ok(self) -> bool:
-        return self.result in SUCCESS
+        return self.result in SUCCESS or (self.result == "rolled back" and not self.error)
 
 
 @dataclass

@@ -173,17 +173,12 @@ class JsonReporter(PlainReporter):
 def choose_reporter(output: str) -> Reporter:
     """JSON when asked; GitHub Actions when running there; live on a
     terminal; plain lines otherwise."""
-    import os
+    from deployer.report.github import GithubReporter, in_github
 
     if output == "json":
         return JsonReporter()
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        try:
-            from deployer.report.github import GithubReporter
-
-            return GithubReporter()
-        except ImportError:
-            return PlainReporter()
+    if in_github():
+        return GithubReporter()
     if sys.stderr.isatty():
         from deployer.cli.output import console
 

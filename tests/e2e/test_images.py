@@ -35,7 +35,7 @@ import pytest
 from deployer.config import Project, load_project
 from deployer.errors import ConfigError, DeployError
 from deployer.images.engine import Engine
-from deployer.images.progress import PlainReporter
+from deployer.images.progress import PlainImageReporter
 from deployer.images.push import registry_auth
 from deployer.images.stage import build_and_push, build_images, push_images
 
@@ -236,9 +236,9 @@ def app_project(tmp_path: Path, reg: Registry, run_id: str) -> Path:
     )
 
 
-def reporter() -> tuple[PlainReporter, io.StringIO]:
+def reporter() -> tuple[PlainImageReporter, io.StringIO]:
     buf = io.StringIO()
-    return PlainReporter(buf, verbose=True), buf
+    return PlainImageReporter(buf, verbose=True), buf
 
 
 # -- build and push -------------------------------------------------------------------

@@ -149,7 +149,8 @@ def test_change_then_rollback_keeps_data(ship: Ship) -> None:
     after = ship.json("releases", "sandbox")[h0.name]
     assert after["current"] != before["current"]
     rb = ship.json("rollback", "sandbox")
-    assert set(results(rb).values()) == {"deployed"}
+    assert set(results(rb).values()) == {"rolled back"}
+    assert {h["rolled_back_from"] for h in rb["hosts"]} == {after["current"]}
     body = get(h0)
     assert body["greeting"] == "hello-one"
     assert "survives" in [n["body"] for n in body["latest"]]

@@ -18,9 +18,8 @@ import pytest
 
 from deployer.commands.base import Command
 from deployer.config import load_project
-from deployer.deploy.api import RunOptions, policy_for
-from deployer.deploy.api import ship as api_ship
-from deployer.remote.base import Result
+from deployer.deploy.api import RunOptions, policy_for, ship_hosts
+from deployer.remote.base import Result, Wrapper
 from deployer.remote.executor import SSHExecutor
 from deployer.report.reporters import PlainReporter
 
@@ -40,15 +39,14 @@ def race(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         yield p
 
 
-class SwitchBeforeLock:
+class SwitchBeforeLock(Wrapper):
     """An SSH executor that, right before our deploy lock is taken, lets
     another run happen: a real ``deployer rollback --to <target>`` (which
     takes and releases the lock itself, starts the target, switches
     ``current``)."""
 
     def __init__(self, inner: SSHExecutor, other_run: Callable[[], None]) -> None:
-        self.inner = inner
-        self.host = inner.host
+        super().__init__(inner)
         self.other_run: Callable[[], None] | None = other_run
         self.seen: list[str] = []
 
@@ -59,16 +57,6 @@ class SwitchBeforeLock:
             self.other_run()
             self.other_run = None
         return self.inner.run(command, check=check, timeout=timeout)
-
-    def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
-        self.inner.upload(data, path, mode=mode)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    @property
-    def connections_opened(self) -> int:
-        return self.inner.connections_opened
 
 
 def _ship_api(p: Project, images: dict[str, str], target: str) -> tuple[Any, SwitchBeforeLock]:
@@ -85,8 +73,9 @@ def _ship_api(p: Project, images: dict[str, str], target: str) -> tuple[Any, Swi
         made.append(ex)
         return ex
 
-    opts = RunOptions(policy=policy_for(project), executor=factory)  # type: ignore[arg-type]
-    run = api_ship(project, project.hosts, images, "race", PlainReporter(), opts)
+    opts = RunOptions(policy=policy_for(project), executor=factory)
+    run = ship_hosts(project, project.hosts, PlainReporter, opts, tag="race",
+                     stage=lambda _project, _tag: images)
     return run, made[0]
 
 
@@ -155,7 +144,7 @@ def test_rollback_refuses_when_another_run_switched_meanwhile(race: Project) -> 
     def factory(host: Any) -> SwitchBeforeLock:
         return SwitchBeforeLock(SSHExecutor(host), other_run)
 
-    opts = RunOptions(policy=policy_for(project), executor=factory)  # type: ignore[arg-type]
+    opts = RunOptions(policy=policy_for(project), executor=factory)
     run = day2.rollback(project, project.hosts, ours, PlainReporter(), opts)
     rep = run.hosts[0]
     assert rep.result == "failed" and rep.release == theirs, json.dumps(run.to_json(), indent=2)

@@ -60,7 +60,7 @@ def test_early_command_runs_once_and_its_result_reaches_the_job(
         assert ex.run(first).stdout == f"state of {log}\n"  # asked again: runs again
         assert log.read_text() == "ran\nran\n"
         assert ex.run(cmd("echo", "later")).stdout == "later\n"
-        assert getattr(ex, "connections_opened") == 1
+        assert ex.stats().connections_opened == 1
         ex.close()
 
 

@@ -20,7 +20,6 @@ from deployer.remote.executor import (
     CommandFailed,
     CommandTimeout,
     SSHExecutor,
-    connection_counts,
 )
 from deployer.remote.ssh import UnreachableError
 from deployer.secrets import Secret, masker
@@ -131,7 +130,9 @@ def test_one_connection_for_many_commands(
         assert len(os.listdir("/proc/self/fd")) == fds  # no descriptor leaks per command
         ex.upload(b"x", "/tmp/deployer-count-test")
         assert ex.connections_opened == 1
-    assert connection_counts()["counted-host"] == 1
+        assert ex.stats().connections_opened == 1
+        assert ex.stats().commands == 7
+        assert ex.stats().bytes_uploaded == 1
     assert caplog.text.count("counted-host: opened SSH connection #1") == 1
 
 
@@ -157,19 +158,30 @@ def test_upload_failure_is_a_host_error_and_cleans_up(ex: SSHExecutor, workdir: 
     assert sorted(p.name for p in workdir.iterdir()) == ["adir"]
 
 
-def test_upload_tree(ex: SSHExecutor, workdir: Path) -> None:
-    root = workdir / "release"
-    ex.upload_tree(str(root), {
-        "docker-compose.yaml": b"services: {}\n",
-        "conf/app.conf": (b"secret=1\n", 0o600),
-        "conf/deep/er.txt": b"x",
-    })
-    assert (root / "docker-compose.yaml").read_bytes() == b"services: {}\n"
-    assert stat.S_IMODE((root / "conf" / "app.conf").stat().st_mode) == 0o600
-    assert (root / "conf" / "deep" / "er.txt").read_bytes() == b"x"
-    with pytest.raises(ValueError):
-        ex.upload_tree(str(root), {"../escape": b"x"})
-    assert ex.connections_opened == 1
+def test_stream_hands_over_lines_as_they_come_and_the_exit_code(ex: SSHExecutor) -> None:
+    lines: list[str] = []
+    code = ex.stream(cmd("sh", "-c", "echo one; echo two; echo err >&2; printf three; exit 3"),
+                     lines.append)
+    assert code == 3
+    # stdout and stderr are merged; their relative order is the network's
+    assert [ln for ln in lines if ln != "err"] == ["one", "two", "three"]
+    assert lines.count("err") == 1
+    assert ex.stats().commands == 1
+
+
+def test_stream_ends_when_cancelled(ex: SSHExecutor) -> None:
+    import threading
+
+    cancel = threading.Event()
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        cancel.set()  # like Ctrl-C during `logs -f`
+
+    assert ex.stream(cmd("sh", "-c", "echo first; sleep 30"), on_line, cancel=cancel) == -1
+    assert lines == ["first"]
+    assert ex.run(cmd("echo", "still usable")).stdout == "still usable\n"
 
 
 def test_root_skips_sudo(ex: SSHExecutor) -> None:

@@ -562,7 +562,7 @@ def test_inventory_profiles_override_deployer_yaml_and_reach_compose_up(make_pro
     from conftest import ENV
 
     from deployer.config import load_project
-    from deployer.deploy.steps import ship_steps
+    from deployer.deploy.dryrun import dry_run_host, plan_settings
     from deployer.plan import build_plan, image_refs
 
     root = make_project({
@@ -579,8 +579,9 @@ def test_inventory_profiles_override_deployer_yaml_and_reach_compose_up(make_pro
     p = load_project(root, "prod", ENV)
     hp = build_plan(p, p.hosts, image_refs(p, "t"), "r", "t").hosts[0]
     assert hp.compose.services == ["web", "worker"] and hp.compose.profiles == ["jobs"]
-    up = next(s for s in ship_steps(p, hp) if s.name == "compose up").commands[0]
-    assert "--profile jobs" in up.display()
+    steps = dry_run_host(p, hp, plan_settings(p, "me@here", "now")).steps
+    up = next(s for s in steps if s.name == "compose up").commands()[0]
+    assert "--profile jobs" in up
 
 
 def test_check_reports_a_different_compose_project_name(make_project) -> None:

@@ -8,7 +8,6 @@ from deployer.config.models import ImageConfig
 from deployer.images.mirror import source_ref
 from deployer.images.refs import (
     HUB_LOGIN,
-    config_ref,
     image_ref,
     login_server,
     pinned_ref,
@@ -27,9 +26,7 @@ def test_private_registry_refs() -> None:
     assert pinned_ref("reg.example.com:5000", "shop/web", "abc123", D) == (
         f"reg.example.com:5000/shop/web:abc123@{D}"
     )
-    assert config_ref(ImageConfig(repository="shop/web"), "10.0.0.1:5443", "t") == (
-        "10.0.0.1:5443/shop/web:t"
-    )
+    assert image_ref("10.0.0.1:5443", "shop/web", "t") == "10.0.0.1:5443/shop/web:t"
 
 
 @pytest.mark.parametrize(

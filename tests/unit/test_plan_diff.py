@@ -575,8 +575,19 @@ class LocalExecutor:
                            capture_output=True, text=True, timeout=60)
         return Result(command, p.returncode, p.stdout, p.stderr)
 
+    def connect(self) -> None:
+        pass
+
     def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
         raise AssertionError("plan --diff never uploads")
+
+    def stream(self, command: Command, on_line: object, *, cancel: object = None) -> int:
+        raise AssertionError("plan --diff streams nothing")
+
+    def stats(self):
+        from deployer.remote.base import ExecStats
+
+        return ExecStats(commands=sum(1 for h, _ in self.log if h == self.host))
 
     def close(self) -> None:
         pass
@@ -587,9 +598,9 @@ def test_plan_diff_reads_each_host_once_and_reports_the_unreachable(
     import io
     import json
 
-    from deployer.deploy.api import RunOptions
     from deployer.deploy.diff import plan_diff
-    from deployer.deploy.rollout import Policy
+    from deployer.deploy.rollout import RolloutPolicy
+    from deployer.deploy.runner import RunOptions
     from deployer.report.reporters import PlainReporter
 
     deploy = tmp_path / "deploy"
@@ -597,7 +608,8 @@ def test_plan_diff_reads_each_host_once_and_reports_the_unreachable(
     plan = build_plan(p, p.select(None), image_refs(p, "abc123"), "r1", "abc123")
     materialize(deploy, plan.hosts[0])
     log: list[tuple[str, Command]] = []
-    opts = RunOptions(policy=Policy(batches=["100%"], max_parallel=2, max_fail_percentage=100),
+    opts = RunOptions(policy=RolloutPolicy(batches=["100%"], max_parallel=2,
+                                           max_fail_percentage=100),
                       executor=lambda h: LocalExecutor(h.name, {"web-2"}, log))
     report = plan_diff(p, plan, PlainReporter(io.StringIO()), opts)
     web1, web2 = report.hosts

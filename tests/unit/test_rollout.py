@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from deployer.deploy.rollout import Policy, batch_sizes, parse_batches, rollout
+from deployer.deploy.rollout import RolloutPolicy, batch_sizes, parse_batches, rollout
 from deployer.errors import ConfigError
 
 
@@ -51,7 +51,7 @@ def _recording_job(log: list[tuple[str, str, float]], fail: set[str], delay: flo
 def test_canary_finishes_before_others_start_and_others_overlap() -> None:
     log: list[tuple[str, str, float]] = []
     slots = rollout(["a", "b", "c", "d"], _recording_job(log, set()), lambda o: o == "bad",
-                    Policy(batches=[1, "50%"]))
+                    RolloutPolicy(batches=[1, "50%"]))
     assert [s.batch for s in slots] == [1, 2, 2, 3]
     events = [(e, n) for e, n, _ in log]
     assert events[:2] == [("start", "a"), ("end", "a")]
@@ -66,7 +66,7 @@ def test_canary_finishes_before_others_start_and_others_overlap() -> None:
 def test_failed_canary_stops_rollout() -> None:
     log: list[tuple[str, str, float]] = []
     slots = rollout(["a", "b", "c", "d"], _recording_job(log, {"a"}), lambda o: o == "bad",
-                    Policy(batches=[1, "50%"]))
+                    RolloutPolicy(batches=[1, "50%"]))
     assert slots[0].failed
     assert [s.skipped for s in slots] == [False, True, True, True]
     assert {n for _, n, _ in log} == {"a"}
@@ -75,7 +75,7 @@ def test_failed_canary_stops_rollout() -> None:
 def test_max_fail_percentage_lets_rollout_continue() -> None:
     log: list[tuple[str, str, float]] = []
     slots = rollout(["a", "b", "c", "d"], _recording_job(log, {"b"}), lambda o: o == "bad",
-                    Policy(batches=[1, "50%"], max_fail_percentage=50))
+                    RolloutPolicy(batches=[1, "50%"], max_fail_percentage=50))
     assert [s.failed for s in slots] == [False, True, False, False]
     assert not any(s.skipped for s in slots)
 
@@ -95,7 +95,7 @@ def test_max_parallel_bounds_in_flight() -> None:
             in_flight -= 1
         return "good"
 
-    rollout([str(i) for i in range(9)], job, lambda o: False, Policy(max_parallel=3))
+    rollout([str(i) for i in range(9)], job, lambda o: False, RolloutPolicy(max_parallel=3))
     assert peak == 3
 
 
@@ -105,7 +105,7 @@ def test_exception_in_job_is_a_failure_not_a_crash() -> None:
             raise RuntimeError("boom")
         return "good"
 
-    slots = rollout(["x", "y"], job, lambda o: False, Policy(max_fail_percentage=100))
+    slots = rollout(["x", "y"], job, lambda o: False, RolloutPolicy(max_fail_percentage=100))
     assert slots[0].failed and isinstance(slots[0].outcome, RuntimeError)
     assert not slots[1].failed
 
@@ -120,7 +120,8 @@ def test_cancel_starts_nothing_new_but_finishes_in_flight() -> None:
         finished.append(name)
         return "good"
 
-    slots = rollout(["a", "b", "c"], job, lambda o: False, Policy(max_parallel=1), cancel=cancel)
+    slots = rollout(["a", "b", "c"], job, lambda o: False, RolloutPolicy(max_parallel=1),
+                    cancel=cancel)
     assert finished == ["a"]
     assert [s.skipped for s in slots] == [False, True, True]
 
@@ -128,5 +129,5 @@ def test_cancel_starts_nothing_new_but_finishes_in_flight() -> None:
 def test_pause_between_batches_only() -> None:
     pauses: list[float] = []
     rollout(["a", "b", "c"], lambda n, b: "good", lambda o: False,
-            Policy(batches=[1], pause=2.5), sleep=pauses.append)
+            RolloutPolicy(batches=[1], pause=2.5), sleep=pauses.append)
     assert pauses == [2.5, 2.5]
