@@ -49,6 +49,8 @@ class ReleaseFile:
     needed, so a large tree is not held in memory by every host's plan).
     ``origin``: the template path, or the project path it was copied from.
     ``secret``: content never printed (0600 files, env files, secrets).
+    ``size``: for a copy, the size the file had when it was planned (the
+    upload refuses a file that changed since: its hash is in the manifest).
     """
 
     dest: str
@@ -58,6 +60,16 @@ class ReleaseFile:
     data: bytes | None = None
     source: Path | None = None
     secret: bool = False
+    size: int | None = None
+
+    @property
+    def length(self) -> int:
+        """Size in bytes, without reading a copied file."""
+        if self.data is not None:
+            return len(self.data)
+        if self.size is not None:
+            return self.size
+        return len(self.content)
 
     @property
     def content(self) -> bytes:
@@ -69,4 +81,12 @@ class ReleaseFile:
 
     @cached_property
     def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
+        """Computed once per object: hosts of one plan share copied files'
+        objects, so a tree is hashed once however many hosts get it."""
+        if self.data is not None or self.source is None:
+            return hashlib.sha256(self.content).hexdigest()
+        h = hashlib.sha256()
+        with open(self.source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
