@@ -16,10 +16,9 @@ release is healthy.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,8 @@ from deployer.commands.facts import HostFacts
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
 from deployer.errors import HostError
-from deployer.plan import MANIFEST, HostPlan
+from deployer.plan import HostPlan
+from deployer.release_tar import SourceChanged, release_files, tar_stream
 from deployer.remote.base import Executor, Result
 from deployer.report.model import HostReport
 
@@ -59,6 +59,19 @@ class Counting:
     def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
         self.bytes_uploaded += len(data)
         self.inner.upload(data, path, mode=mode)
+
+    def stream_in(
+        self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
+        self.commands += 1
+
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks:
+                self.bytes_uploaded += len(chunk)
+                yield chunk
+
+        return self.inner.stream_in(command, counted(), check=check, timeout=timeout)
 
     def close(self) -> None:
         self.inner.close()
@@ -205,14 +218,16 @@ class HostShip:
                 ex.run(lock.release(self.dir, hp.release), check=False)
 
     def _upload(self) -> None:
+        """The whole release (templates, copies, manifest) as one tar stream
+        into ``<id>.partial``, then the rename: two commands, whatever the
+        number of files."""
         hp, ex = self.hp, self.ex
-        subdirs = sorted({posixpath.dirname(f.dest) for f in hp.files} - {""})
-        ex.run(release.make_partial(self.dir, hp.release, subdirs))
-        partial = release.partial_dir(self.dir, hp.release)
-        for f in hp.files:
-            ex.upload(f.content, posixpath.join(partial, f.dest), mode=f.mode)
-        ex.upload(hp.manifest_bytes(self.s.who, self.s.when), posixpath.join(partial, MANIFEST),
-                  mode=0o644)
+        files = release_files(hp, hp.manifest_bytes(self.s.who, self.s.when))
+        try:
+            ex.stream_in(release.receive_release(self.dir, hp.release),
+                         tar_stream(files, hp.dirs), timeout=900)
+        except SourceChanged as e:
+            raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
         ex.run(release.finalize(self.dir, hp.release))
 
     def _up_and_gate(

@@ -7,7 +7,6 @@ assumed at its common value and said so.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 
 from deployer.commands import health, lock, registry, release
@@ -27,7 +26,6 @@ class Step:
 def ship_steps(project: Project, hp: HostPlan) -> list[Step]:
     d = project.deploy_dir
     rid = hp.release
-    partial = release.partial_dir(d, rid)
     env: tuple[tuple[str, str], ...] = ()
     steps = [
         Step("check docker (bootstrap if missing: `deployer bootstrap` shows how)",
@@ -38,13 +36,9 @@ def ship_steps(project: Project, hp: HostPlan) -> list[Step]:
         Step("clean up stale uploads", [release.remove_partials(d),
                                        registry.remove_stale_configs(d)]),
         Step(
-            "upload release",
-            [release.make_partial(d, rid, sorted({posixpath.dirname(f.dest)
-                                                  for f in hp.files} - {""}))]
-            + [Command(("sftp-put", posixpath.join(partial, f.dest), f"{f.mode:04o}"),
-                       description="atomic upload") for f in hp.files]
-            + [Command(("sftp-put", posixpath.join(partial, MANIFEST), "0644")),
-               release.finalize(d, rid)],
+            f"upload release (one tar stream: {len(hp.files)} files + {MANIFEST}, "
+            f"{sum(f.length for f in hp.files)} bytes)",
+            [release.receive_release(d, rid), release.finalize(d, rid)],
         ),
     ]
     if hp.compose.shared_dirs:

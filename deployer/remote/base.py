@@ -7,6 +7,7 @@ for ``plan`` and unit tests of orchestration.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +44,16 @@ class Executor(Protocol):
         """Write ``data`` to ``path`` atomically (temporary name, then rename)
         with ``mode``. The parent directory must exist and be writable by the
         SSH user."""
+        ...
+
+    def stream_in(
+        self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run ``command`` with ``chunks`` streamed to its standard input (a
+        release tar: binary, possibly large, produced while it is sent).
+        ``check`` and ``timeout`` as for :meth:`run`. An exception raised by
+        ``chunks`` closes the command's stdin unfinished and propagates."""
         ...
 
     def close(self) -> None: ...
