@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from deployer.cli.output import err, esc, out, raw, raw_json
 from deployer.cli.state import State
 from deployer.config import load_project
+from deployer.errors import ConfigError
 from deployer.plan import Plan, build_plan, image_refs, new_release_id
+from deployer.release_files import ReleaseFile
 
 
 def _plan(state: State, env: str, limit: str | None, tag: str | None) -> Plan:
@@ -41,6 +44,17 @@ def run_check(state: State, env: str) -> None:
     )
 
 
+def file_row(f: ReleaseFile) -> dict[str, Any]:
+    """A release file as ``plan`` shows it: a secret's hash is never shown,
+    and a copy's bytes are not printed (binary, and possibly large)."""
+    row: dict[str, Any] = {"dest": f.dest, "mode": f"{f.mode:04o}", "size": f.length,
+                           "kind": f.kind, "origin": f.origin,
+                           "sha256": "secret" if f.secret else f.sha256}
+    if f.kind == "template":
+        row["content"] = f.content.decode(errors="replace")
+    return row
+
+
 def plan_data(plan: Plan) -> dict[str, Any]:
     from deployer.deploy.steps import ship_steps
 
@@ -58,11 +72,7 @@ def plan_data(plan: Plan) -> dict[str, Any]:
                 "services": hp.compose.services,
                 "shared_dirs": hp.compose.shared_dirs,
                 "fingerprint": hp.fingerprint,
-                "files": [
-                    {"dest": f.dest, "mode": f"{f.mode:04o}", "sha256": f.sha256,
-                     "content": f.content.decode(errors="replace")}
-                    for f in hp.files
-                ],
+                "files": [file_row(f) for f in hp.files],
                 "steps": [
                     {"step": s.name, "commands": [c.display() for c in s.commands]}
                     for s in ship_steps(plan.project, hp)
@@ -74,13 +84,20 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 
 
 def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: bool,
-             diff: bool = False) -> None:
+             diff: bool = False, out_dir: Path | None = None) -> None:
     if diff:  # reads the hosts: deployer/deploy/diff.py, printed by cli/diff_output.py
+        if out_dir is not None:
+            raise ConfigError("plan: --out and --diff go separately",
+                              "run `plan ENV --out DIR`, then `plan ENV --diff`")
         from deployer.cli.diff_output import run_plan_diff
 
         return run_plan_diff(state, env, limit, tag)
     plan = _plan(state, env, limit, tag)
     data = plan_data(plan)
+    if out_dir is not None:
+        from deployer.release_tar import write_plan
+
+        data["out"] = [str(path) for path in write_plan(plan, out_dir)]
     if state.output == "json":
         raw_json(data)
         return
@@ -94,8 +111,19 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
         groups = ",".join(h["groups"]) or "-"
         out(f"[bold]== {esc(h['name'])}[/bold] ({esc(h['address'])}, groups: {esc(groups)}, "
             f"services: {esc(', '.join(h['services']))})")
+        out(f"release files ({p.deploy_dir}/releases/{plan.release}/):")
+        for f in h["files"]:
+            digest = f["sha256"] if f["sha256"] == "secret" else f["sha256"][:12]
+            out(f"  {f['mode']} {f['size']:>9} {digest:<12} {f['kind']:<8} {f['dest']}"
+                + (f"  (from {f['origin']})" if f["origin"] != f["dest"] else ""),
+                markup=False)
+        for d in h["shared_dirs"]:
+            out(f"  data     {p.deploy_dir}/shared/{d}  (kept across releases, never uploaded)",
+                markup=False)
         if files:
             for f in h["files"]:
+                if "content" not in f:
+                    continue
                 out(f"--- {p.deploy_dir}/releases/{plan.release}/{f['dest']} "
                     f"(mode {f['mode']}, sha256 {f['sha256'][:12]})", markup=False)
                 raw(f["content"])
@@ -104,3 +132,5 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
             out(f"  {i}. {s['step']}", markup=False)
             for c in s["commands"]:
                 out(f"       $ {c}", markup=False)
+    for path in data.get("out", []):
+        out(f"wrote {path}/ (the release folder as it would be uploaded)", markup=False)
