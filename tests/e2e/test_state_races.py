@@ -63,6 +63,11 @@ class SwitchBeforeLock:
     def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
         self.inner.upload(data, path, mode=mode)
 
+    def stream_in(self, command: Command, chunks: Any, *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        self.seen.append(command.description or command.argv[0])
+        return self.inner.stream_in(command, chunks, check=check, timeout=timeout)
+
     def close(self) -> None:
         self.inner.close()
 
