@@ -279,3 +279,48 @@ class TestComposeFidelity:
         body = get(addr, FULL_PORT)
         assert body["index"] == "<h1>v1</h1>\n"
         assert body["visits"] == 2
+
+
+# --------------------------------------------------------------------------
+# examples/nginx-app-db, shipped unchanged from its compose file
+
+
+@pytest.fixture(scope="class")
+def nginx_example(sandbox_dir: tuple[Path, Any],
+                  tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """The example in its own folder, aimed at this module's sandbox (the
+    sandbox inventory with absolute paths to its key, known_hosts and
+    registry password)."""
+    root, info = sandbox_dir
+    ex = tmp_path_factory.mktemp("nginx-app-db")
+    shutil.copytree(NGINX_EXAMPLE, ex, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".deployer", "db-data"))
+    inv = (root / "inventories" / "sandbox.yaml").read_text().split("\n# test vars\n")[0]
+    (ex / "inventories" / "sandbox.yaml").write_text(
+        inv.replace(".deployer/sandbox/", f"{root}/.deployer/sandbox/") + "\n")
+    return Project(ex, info)
+
+
+class TestNginxExample:
+    def test_ships_and_serves_through_nginx(self, nginx_example: Project) -> None:
+        p = nginx_example
+        report = p.ship()
+        assert result(report) == "deployed", report
+        addr = p.host.address
+        body = get(addr, NGINX_PORT, "/api")
+        assert body["greeting"] == "hello from nginx-app-db"  # app.env, via nginx -> app
+        assert "PostgreSQL" in body["database"] and body["visits"] == 1
+        css = get(addr, NGINX_PORT, "/static/style.css")
+        assert css == (NGINX_EXAMPLE / "static" / "style.css").read_bytes()
+        rel = p.release_dir()
+        assert p.sh(f"cat {rel}/nginx/default.conf") == \
+            (NGINX_EXAMPLE / "nginx" / "default.conf").read_text()
+        assert p.mode(f"{rel}/.env") == "600" and p.mode(f"{rel}/app.env") == "600"
+        # The database lives in shared/, not in the release.
+        assert p.sh("test -f /opt/shop/shared/db-data/PG_VERSION && echo yes").strip() == "yes"
+        assert p.sh(f"test -e {rel}/db-data && echo yes || echo no").strip() == "no"
+
+    def test_second_ship_is_unchanged_and_data_stays(self, nginx_example: Project) -> None:
+        report = nginx_example.ship()
+        assert result(report) == "unchanged", report
+        assert get(nginx_example.host.address, NGINX_PORT, "/api")["visits"] == 2
