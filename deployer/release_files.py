@@ -16,6 +16,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from deployer.errors import DeployError
+
+# Copied files up to this size are read once per plan and kept (hosts share
+# the ReleaseFile objects, so 100 hosts read a tree of small files once);
+# larger ones are streamed from disk for each host.
+SMALL_FILE = 256 * 1024
+
+
+class SourceChanged(DeployError):
+    """A copied file changed between ``plan`` and the upload: the manifest's
+    hash or size would be a lie."""
+
 
 @dataclass(frozen=True)
 class CopySpec:
@@ -78,6 +90,23 @@ class ReleaseFile:
         if self.source is None:
             raise ValueError(f"release file {self.dest!r} has neither data nor a source")
         return self.source.read_bytes()
+
+    @cached_property
+    def small_content(self) -> bytes | None:
+        """A small file's bytes, read once and checked against :attr:`sha256`
+        (what is shipped is what the manifest says); None for a copy larger
+        than :data:`SMALL_FILE`, which is streamed instead."""
+        if self.data is not None:
+            return self.data
+        if self.length > SMALL_FILE:
+            return None
+        data = self.content
+        if len(data) != self.length or hashlib.sha256(data).hexdigest() != self.sha256:
+            raise SourceChanged(
+                f"{self.origin}: the file changed after it was planned",
+                "run the command again once it stopped changing",
+            )
+        return data
 
     @cached_property
     def sha256(self) -> str:

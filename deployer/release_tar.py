@@ -22,11 +22,12 @@ import re
 import shutil
 import tarfile
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deployer.errors import ConfigError, DeployError
-from deployer.release_files import ReleaseFile
+from deployer.errors import ConfigError
+from deployer.release_files import ReleaseFile, SourceChanged
 
 if TYPE_CHECKING:
     from deployer.plan import HostPlan, Plan
@@ -37,9 +38,7 @@ DIR_MODE = 0o755
 _READ = 1 << 20
 
 
-class SourceChanged(DeployError):
-    """A copied file changed size between ``plan`` and the upload: its hash
-    in the manifest would be a lie."""
+__all__ = ["SourceChanged", "release_files", "tar_stream", "write_plan", "write_release"]
 
 
 def release_files(hp: HostPlan, manifest: bytes) -> list[ReleaseFile]:
@@ -60,7 +59,10 @@ def all_dirs(files: Sequence[ReleaseFile], dirs: Sequence[str] = ()) -> list[str
     return sorted(out)
 
 
+@lru_cache(maxsize=65536)
 def _header(name: str, *, size: int, mode: int, is_dir: bool) -> bytes:
+    """A pure function of its arguments: cached, so N hosts cost one header
+    build per file."""
     ti = tarfile.TarInfo(name)
     ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
     ti.size = 0 if is_dir else size
@@ -78,9 +80,12 @@ def _check(dest: str) -> None:
 
 
 def _data(f: ReleaseFile) -> Iterator[bytes]:
-    """The file's bytes, in pieces; a copy must still have its planned size."""
-    if f.data is not None or f.source is None:
-        yield f.content
+    """The file's bytes, in pieces: a small file's cached bytes (checked
+    against its hash), or a large one read in chunks, which must still have
+    its planned size."""
+    small = f.small_content
+    if small is not None or f.source is None:
+        yield small if small is not None else f.content
         return
     expected = f.length
     left = expected

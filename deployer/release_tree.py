@@ -182,7 +182,12 @@ class Expander:
         """Paths under the copied directory (relative to it) that ship."""
         base = spec.source
         tracked = self._git_files()
-        if tracked is not None:
+        if tracked is not None and self._git_ignored_dir(base):
+            # A directory named to be copied that git ignores as a whole (a
+            # build output such as dist/): the rules that ignore it cannot
+            # mean "ship nothing"; the .gitignore files inside it still apply.
+            rels = self._walk_plain(base, inherit=False)
+        elif tracked is not None:
             prefix = base.rstrip("/") + "/"
             rels = sorted(p[len(prefix):] for p in tracked if p.startswith(prefix))
             # A tracked file deleted from the work tree is not shipped: the
@@ -224,14 +229,22 @@ class Expander:
             )
         return {p for p in res.stdout.decode(errors="surrogateescape").split("\0") if p}
 
-    def _walk_plain(self, base: str) -> list[str]:
+    def _git_ignored_dir(self, base: str) -> bool:
+        res = subprocess.run(
+            ["git", "-C", str(self.root), "check-ignore", "-q", "--", base.rstrip("/") + "/"],
+            capture_output=True, check=False,
+        )
+        return res.returncode == 0
+
+    def _walk_plain(self, base: str, *, inherit: bool = True) -> list[str]:
         """Outside git: every file, minus what the ``.gitignore`` files from
-        the project root down to each directory ignore, minus ``.git``."""
+        the project root (``inherit``; else from ``base``) down to each
+        directory ignore, minus ``.git``."""
         out: list[str] = []
         start = self.root / base
         # .gitignore files above the copied directory apply to it too.
         above: list[tuple[str, GitIgnoreSpec]] = []
-        parts = Path(base).parts
+        parts = Path(base).parts if inherit else ()
         for i in range(len(parts)):
             up = posixpath.join(*parts[:i]) if i else ""
             spec = self._ignore_file(up)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -236,6 +236,14 @@ def _project_path(v: str, what: str) -> str:
 _ROOTS = {"dest": "release directory", "copy": "project"}
 
 
+def _dest_optional_for_copies(schema: dict[str, Any]) -> None:
+    """For editors: ``dest`` may be left out of a ``copy`` entry (it defaults
+    to the copied path), so the schema requires exactly one of ``template``
+    (with ``dest``) or ``copy``."""
+    schema["required"] = [r for r in schema.get("required", []) if r != "dest"]
+    schema["oneOf"] = [{"required": ["template", "dest"]}, {"required": ["copy"]}]
+
+
 class FileSpec(Strict):
     """One ``files:`` entry: exactly one of
 
@@ -253,7 +261,8 @@ class FileSpec(Strict):
     mode: str | None = None
     exclude: tuple[str, ...] = ()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              json_schema_extra=lambda s: _dest_optional_for_copies(s))
 
     @model_validator(mode="before")
     @classmethod
@@ -267,6 +276,8 @@ class FileSpec(Strict):
                 "or 'copy' (shipped byte for byte)"
             )
         if has_c and "dest" not in data:
+            if isinstance(data["copy"], str):
+                _project_path(data["copy"], "copy")  # one error about copy, not two
             data = {**data, "dest": data["copy"]}
         if has_t and data.get("exclude"):
             raise ValueError("'exclude' applies to 'copy' entries, not to templates")

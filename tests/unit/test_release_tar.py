@@ -17,7 +17,7 @@ from test_cli import assert_config_error, deployer
 from deployer.commands import release
 from deployer.config import load_project
 from deployer.plan import build_plan, image_refs
-from deployer.release_files import ReleaseFile
+from deployer.release_files import SMALL_FILE, ReleaseFile
 from deployer.release_tar import CHUNK, SourceChanged, tar_stream, write_release
 
 
@@ -52,13 +52,23 @@ def test_tar_stream_is_deterministic_with_modes_and_no_owners(tmp_path: Path) ->
         assert tf.extractfile("static/big.bin").read() == b"\x00\xff" * 300_000  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("change", [b"longer now", b""])
-def test_a_file_that_changed_size_since_the_plan_is_refused(tmp_path: Path,
-                                                           change: bytes) -> None:
+@pytest.mark.parametrize("change", [b"longer now", b"", b"54321"])
+def test_a_file_that_changed_since_the_plan_is_refused(tmp_path: Path, change: bytes) -> None:
     (tmp_path / "a").write_bytes(b"12345")
     f = ReleaseFile("a", 0o644, "a", kind="copy", source=tmp_path / "a", size=5)
+    assert f.sha256  # computed by the plan (the fingerprint)
     (tmp_path / "a").write_bytes(change)
-    with pytest.raises(SourceChanged, match="a: the file changed while it was being shipped"):
+    with pytest.raises(SourceChanged, match=r"^a: the file changed"):
+        b"".join(tar_stream([f]))
+
+
+def test_a_large_file_that_changed_size_while_shipped_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (SMALL_FILE + 1))
+    f = ReleaseFile("big", 0o644, "big", kind="copy", source=big, size=SMALL_FILE + 1)
+    assert f.small_content is None  # streamed, not cached
+    big.write_bytes(b"x" * 10)
+    with pytest.raises(SourceChanged, match="changed while it was being shipped"):
         b"".join(tar_stream([f]))
 
 

@@ -132,6 +132,15 @@ def test_directory_in_git_skips_ignored_and_ships_untracked(tmp_path: Path) -> N
     assert dests(tmp_path, CopySpec("app", "app")) == ["app/main.py", "app/new.py"]
 
 
+def test_a_copied_directory_git_ignores_as_a_whole_still_ships(tmp_path: Path) -> None:
+    """``files: [{copy: dist}]`` of a git-ignored build output: named to be
+    copied, so it ships, minus what its own .gitignore files say."""
+    tree(tmp_path, {".gitignore": "dist/\n", "dist/app.js": "x", "dist/app.js.map": "m",
+                    "dist/.gitignore": "*.map\n", "src/a.ts": "a"})
+    git(tmp_path, "init", "-q")
+    assert dests(tmp_path, CopySpec("dist", "dist")) == ["dist/.gitignore", "dist/app.js"]
+
+
 def test_git_project_in_a_subfolder_of_the_repo(tmp_path: Path) -> None:
     tree(tmp_path, {"proj/static/a.css": "a", "proj/static/b.tmp": "b", ".gitignore": "*.tmp\n"})
     git(tmp_path, "init", "-q")
