@@ -85,7 +85,9 @@ def _data(f: ReleaseFile) -> Iterator[bytes]:
     its planned size."""
     small = f.small_content
     if small is not None or f.source is None:
-        yield small if small is not None else f.content
+        data = small if small is not None else f.content
+        for at in range(0, len(data), _READ):  # a large template, in pieces
+            yield data[at:at + _READ]
         return
     expected = f.length
     left = expected

@@ -230,6 +230,7 @@ def full(sandbox_dir: tuple[Path, Any]) -> Project:
     root, info = sandbox_dir
     shutil.copy(APP / "deployer.yaml", root / "deployer.yaml")
     (root / "static" / "index.html").write_text("<h1>v1</h1>\n")
+    (root / "static" / "debug.log").write_text("git-ignored: never shipped\n")
     p = Project(root, info)
     p.set_vars(web_port=FULL_PORT)
     return p
