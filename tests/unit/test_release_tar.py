@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,12 @@ from conftest import ENV, MakeProject
 from test_cli import assert_config_error, deployer
 
 from deployer.commands import release
+from deployer.commands.base import Command
 from deployer.config import load_project
 from deployer.plan import build_plan, image_refs
 from deployer.release_files import SMALL_FILE, ReleaseFile
 from deployer.release_tar import CHUNK, SourceChanged, tar_stream, write_release
+from deployer.remote.base import Result
 
 
 def members(data: bytes) -> list[tarfile.TarInfo]:
@@ -276,3 +279,55 @@ def test_plan_out_writes_each_release_folder(copy_project: Path, tmp_path: Path)
     (out / "web-1" / "manifest.json").unlink()
     assert_config_error(deployer("-C", str(copy_project), "plan", "prod", "--out", str(out)),
                         "is not a release folder from an earlier `plan --out`")
+
+
+class TarRecorder:
+    """An executor that unpacks what is streamed to it, as the host would."""
+
+    host = "web-1"
+
+    def __init__(self) -> None:
+        self.ran: list[Command] = []
+        self.tars: list[bytes] = []
+
+    def run(self, command: Command, *, check: bool = True,
+            timeout: float | None = None) -> Result:
+        self.ran.append(command)
+        return Result(command, 0)
+
+    def stream_in(self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        self.ran.append(command)
+        self.tars.append(b"".join(chunks))
+        return Result(command, 0)
+
+    def upload(self, data: bytes, path: str, *, mode: int = 0o644) -> None:
+        raise AssertionError("a release is one tar stream, never per-file uploads")
+
+    def close(self) -> None:
+        pass
+
+
+def test_ship_uploads_the_release_as_one_stream_then_renames(copy_project: Path) -> None:
+    from deployer.deploy.hostrun import HostRun
+    from deployer.deploy.ship import Counting, HostShip, ShipSettings
+    from deployer.report.reporters import PlainReporter
+
+    project = load_project(copy_project, "prod", ENV)
+    hp = build_plan(project, project.hosts[:1], image_refs(project, "t"), "r1", "t").hosts[0]
+    rec = TarRecorder()
+    ex = Counting(rec)  # type: ignore[arg-type]
+    settings = ShipSettings(who="me@here", when="2026-12-01T00:00:00Z", health_timeout=1,
+                            keep_releases=2)
+    HostShip(project, hp, ex, HostRun("web-1", PlainReporter()), settings)._upload()
+    assert [c.description for c in rec.ran] == [
+        "unpack the release into releases/r1.partial", "finalize release r1"]
+    assert ex.commands == 2 and ex.bytes_uploaded == len(rec.tars[0])
+    with tarfile.open(fileobj=io.BytesIO(rec.tars[0]), mode="r:") as tf:
+        names = {m.name: m for m in tf.getmembers()}
+        for f in hp.files:
+            assert tf.extractfile(f.dest).read() == f.content  # type: ignore[union-attr]
+            assert stat.S_IMODE(names[f.dest].mode) == f.mode
+        manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest["fingerprint"] == hp.fingerprint
+    assert manifest["created_by"] == "me@here"
