@@ -163,7 +163,11 @@ def write_plan(plan: Plan, out_dir: Path) -> list[Path]:
 
     written: list[Path] = []
     for hp in plan.hosts:
-        target = out_dir / hp.host.name
+        name = hp.host.name
+        if name in {"", ".", ".."} or "/" in name or "\0" in name:
+            raise ConfigError(f"--out: host name {name!r} cannot be a folder name",
+                              "rename the host in the inventory")
+        target = out_dir / name
         if target.exists():
             if not target.is_dir() or (any(target.iterdir())
                                        and not (target / MANIFEST).is_file()):

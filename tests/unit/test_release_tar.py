@@ -331,3 +331,12 @@ def test_ship_uploads_the_release_as_one_stream_then_renames(copy_project: Path)
         manifest = json.loads(tf.extractfile("manifest.json").read())  # type: ignore[union-attr]
     assert manifest["fingerprint"] == hp.fingerprint
     assert manifest["created_by"] == "me@here"
+
+
+def test_plan_out_refuses_a_host_name_that_is_not_a_folder_name(copy_project: Path,
+                                                                 tmp_path: Path) -> None:
+    (copy_project / "inventories" / "prod.yaml").write_text(
+        'hosts: {"../escape": {address: 10.0.0.1}}\n')
+    p = deployer("-C", str(copy_project), "plan", "prod", "--out", str(tmp_path / "out"))
+    assert_config_error(p, "--out: host name '../escape' cannot be a folder name")
+    assert not (tmp_path / "escape").exists()
