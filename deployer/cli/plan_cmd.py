@@ -38,9 +38,11 @@ def run_check(state: State, env: str) -> None:
     if state.output == "json":
         raw_json({"ok": True, "env": env, "hosts": len(plan.hosts), "files": n_files}, None)
         return
+    n_copied = sum(f.kind == "copy" for h in plan.hosts for f in h.files)
+    copied = f", {n_copied} copied" if n_copied else ""
     out(
         f"ok: {plan.project.config.app} / {esc(env)}: {len(plan.hosts)} hosts, "
-        f"{n_files} files rendered, {len(plan.images)} images"
+        f"{n_files - n_copied} files rendered{copied}, {len(plan.images)} images"
     )
 
 
