@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
 
 SECRET_MODE = 0o600
+LOCAL_DIR = ".deployer"  # the project's local state: never part of a release
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,10 @@ class Expander:
                     "copy the directory it points to instead",
                 )
             exp = Expansion(
-                tuple(self._file(spec, rel, posixpath.join(spec.dest, rel), where)
+                tuple(self._file(spec, rel, posixpath.normpath(posixpath.join(spec.dest, rel)),
+                                 where)
                       for rel in self._walk(spec)),
-                (spec.dest,),
+                (spec.dest,) if spec.dest != "." else (),
             )
         else:
             exp = Expansion((self._file(spec, "", spec.dest, where),), ())
@@ -136,7 +138,7 @@ class Expander:
         return exp
 
     def _file(self, spec: CopySpec, rel: str, dest: str, where: str) -> ReleaseFile:
-        src_rel = posixpath.join(spec.source, rel) if rel else spec.source
+        src_rel = posixpath.normpath(posixpath.join(spec.source, rel)) if rel else spec.source
         path = self.root / src_rel
         real = self._inside(path, where, src_rel)
         st = real.stat()
@@ -188,7 +190,7 @@ class Expander:
             # mean "ship nothing"; the .gitignore files inside it still apply.
             rels = self._walk_plain(base, inherit=False)
         elif tracked is not None:
-            prefix = base.rstrip("/") + "/"
+            prefix = "" if base == "." else base.rstrip("/") + "/"
             rels = sorted(p[len(prefix):] for p in tracked if p.startswith(prefix))
             # A tracked file deleted from the work tree is not shipped: the
             # work tree is what compose would read.
@@ -198,7 +200,10 @@ class Expander:
         if spec.exclude:
             excl = _gitignore(spec.exclude)
             rels = [r for r in rels if not excl.match_file(r)]
-        return rels
+        # deployer's own folder (sandbox keys, secrets files) never ships,
+        # even when the whole project is mounted (.:/app).
+        own = posixpath.relpath(LOCAL_DIR, base) + "/"
+        return [r for r in rels if not r.startswith(own)]
 
     def _git_files(self) -> set[str] | None:
         """Files git tracks or would track (untracked, not ignored), relative

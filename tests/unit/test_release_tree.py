@@ -147,6 +147,22 @@ def test_git_project_in_a_subfolder_of_the_repo(tmp_path: Path) -> None:
     assert dests(tmp_path / "proj", CopySpec("static", "static")) == ["static/a.css"]
 
 
+@pytest.mark.parametrize("in_git", [False, True])
+def test_the_whole_project_mounted_ships_without_deployers_own_folder(
+    tmp_path: Path, in_git: bool
+) -> None:
+    """``.:/app``: every file, at its own path, but never .deployer/ (the
+    sandbox's keys, secrets files)."""
+    tree(tmp_path, {"app.py": "print()", "lib/util.py": "", ".deployer/sandbox/id_ed25519": "k",
+                    ".deployer/prod.env": "PW=1"})
+    if in_git:
+        git(tmp_path, "init", "-q")
+    exp = Expander(tmp_path).expand([CopySpec(".", ".")])
+    assert [f.dest for f in exp.files] == ["app.py", "lib/util.py"]
+    assert [f.origin for f in exp.files] == ["app.py", "lib/util.py"]
+    assert exp.dirs == ()
+
+
 def test_exclude_patterns_are_relative_to_the_copied_dir(tmp_path: Path) -> None:
     tree(tmp_path, {"s/a.css": "", "s/a.css.map": "", "s/img/x.png": "", "s/tmp/t": "",
                     "s/sub/tmp/u": ""})
