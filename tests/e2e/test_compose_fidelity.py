@@ -17,8 +17,8 @@ other, each with its own ``deploy_dir`` and port:
   ``init --from-compose`` makes it): a conf file and a static directory
   mount, a data directory named in ``.env``, an ``env_file``, a build arg
   from ``.env``, a file secret, a disabled profile service and a
-  ``restart: "no"`` one-shot. Needs the compose-reading work of issue 14
-  (deployer finding those paths itself), not only the copy work.
+  ``restart: "no"`` one-shot: deployer finds those paths itself (the
+  compose-reading side of issue 14) and ships them (the copy side).
 - ``TestNginxExample``: examples/nginx-app-db shipped unchanged from its
   compose file: nginx (built FROM debian:bookworm) in front of the app and
   PostgreSQL.
@@ -196,7 +196,8 @@ class TestCopies:
         # Byte for byte, mode for mode; the compose file differs only in its
         # image references (plan shows tags; ship pins digests).
         copied = {n for n in here if n != "docker-compose.yaml"}
-        assert copied == {"conf/app.conf", "static/css/site.css", "static/index.html",
+        # .env: compose reads the project's .env whatever the compose file says.
+        assert copied == {".env", "conf/app.conf", "static/css/site.css", "static/index.html",
                           "static/logo.bin", "static/run.sh"}
         assert {n: here[n] for n in copied} == {n: (sums[n], modes[n]) for n in copied}
 
