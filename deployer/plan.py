@@ -30,7 +30,7 @@ MANIFEST = "manifest.json"
 @dataclass
 class HostPlan:
     """One host's release: ``files`` holds every file uploaded (rendered
-    templates and copies, sorted by dest); ``dirs`` the copied directories
+    templates in ``files:`` order, then copies by dest); ``dirs`` the copied directories
     (release paths), created even when empty."""
 
     host: Host
@@ -70,14 +70,15 @@ class HostPlan:
 
 
 def manifest_entry(f: ReleaseFile) -> dict[str, Any]:
-    """A file as the manifest (and ``plan``) records it. A secret's hash is
-    left out: the manifest is world-readable on the host, and an unsalted
-    hash of a short password is as good as the password."""
-    entry: dict[str, Any] = {"mode": f"{f.mode:04o}", "kind": f.kind, "size": f.length}
+    """A file as the manifest records it: kind, mode, size, sha256. A secret
+    file is marked ``secret`` (``plan`` shows that instead of its hash); its
+    hash stays in the manifest, which is uploaded 0600 (readable by the SSH
+    user only: an unsalted hash of a short password is as good as the
+    password), so drift of a secret file can still be found."""
+    entry: dict[str, Any] = {"mode": f"{f.mode:04o}", "kind": f.kind, "size": f.length,
+                             "sha256": f.sha256}
     if f.secret:
         entry["secret"] = True
-    else:
-        entry["sha256"] = f.sha256
     return entry
 
 
@@ -165,7 +166,6 @@ def build_plan(
         if any(f.dest == MANIFEST for f in copied.files):
             raise ConfigError(f"{host.name}: a copied file would land on {MANIFEST!r}, "
                               "which is reserved for deployer", "exclude it or change dest")
-        files.sort(key=lambda f: f.dest)
         plan.hosts.append(HostPlan(host, release, files, compose, dict(images),
                                    list(copied.dirs)))
     return plan

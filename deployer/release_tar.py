@@ -42,10 +42,11 @@ __all__ = ["SourceChanged", "release_files", "tar_stream", "write_plan", "write_
 
 
 def release_files(hp: HostPlan, manifest: bytes) -> list[ReleaseFile]:
-    """Every file of ``hp``'s release, ``manifest.json`` included."""
+    """Every file of ``hp``'s release, ``manifest.json`` included (0600: it
+    holds secret files' hashes)."""
     from deployer.plan import MANIFEST
 
-    return [*hp.files, ReleaseFile(MANIFEST, 0o644, "deployer", data=manifest)]
+    return [*hp.files, ReleaseFile(MANIFEST, 0o600, "deployer", data=manifest, secret=True)]
 
 
 def all_dirs(files: Sequence[ReleaseFile], dirs: Sequence[str] = ()) -> list[str]:

@@ -20,7 +20,13 @@ from deployer.commands.base import Command
 from deployer.config import load_project
 from deployer.plan import build_plan, image_refs
 from deployer.release_files import SMALL_FILE, ReleaseFile
-from deployer.release_tar import CHUNK, SourceChanged, tar_stream, write_release
+from deployer.release_tar import (
+    CHUNK,
+    SourceChanged,
+    release_files,
+    tar_stream,
+    write_release,
+)
 from deployer.remote.base import Result
 
 
@@ -228,16 +234,18 @@ def test_group_files_with_a_copy(copy_project: Path) -> None:
                            "'prometheus-missing' not found in the project")
 
 
-def test_secret_files_show_no_hash(copy_project: Path) -> None:
-    hp = plan_for(copy_project).hosts[0]
-    manifest = json.loads(hp.manifest_bytes("me", "now"))
-    # app.conf from the basic project is gone here; the template 0600 case:
-    assert all("sha256" in v for v in manifest["files"].values())
+def test_secret_files_are_marked_and_the_manifest_is_0600(copy_project: Path) -> None:
     (copy_project / "deployer.yaml").write_text(
         COPY_PROJECT.replace("dest: etc/app.conf\n", "dest: etc/app.conf\n    mode: \"0600\"\n"))
-    manifest = json.loads(plan_for(copy_project).hosts[0].manifest_bytes("me", "now"))
+    hp = plan_for(copy_project).hosts[0]
+    manifest = json.loads(hp.manifest_bytes("me", "now"))
+    conf = {f.dest: f for f in hp.files}["etc/app.conf"]
     assert manifest["files"]["etc/app.conf"] == {"kind": "template", "mode": "0600",
-                                                 "size": 15, "secret": True}
+                                                 "size": 15, "secret": True,
+                                                 "sha256": conf.sha256}
+    assert "secret" not in manifest["files"]["static/index.html"]
+    (m,) = [f for f in release_files(hp, b"{}") if f.dest == "manifest.json"]
+    assert m.mode == 0o600  # it holds secret files' hashes: the SSH user's only
 
 
 def test_plan_lists_every_file_and_data_path(copy_project: Path) -> None:
