@@ -346,5 +346,5 @@ def test_plan_out_refuses_a_host_name_that_is_not_a_folder_name(copy_project: Pa
     (copy_project / "inventories" / "prod.yaml").write_text(
         'hosts: {"../escape": {address: 10.0.0.1}}\n')
     p = deployer("-C", str(copy_project), "plan", "prod", "--out", str(tmp_path / "out"))
-    assert_config_error(p, "--out: host name '../escape' cannot be a folder name")
+    assert_config_error(p, "host name '../escape'")  # the inventory refuses it already
     assert not (tmp_path / "escape").exists()
