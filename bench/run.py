@@ -831,6 +831,11 @@ def main() -> None:
                     help="profiling findings to record in the results (Markdown, one "
                     "'- ' item per finding; default: bench/results/findings.md)")
     ap.add_argument("--plot", type=Path, help=argparse.SUPPRESS)  # internal: plot only
+    ap.add_argument("--copy-tree", action="store_true",
+                    help="instead: copy a tree of --files small files to --hosts hosts, "
+                    "deployer against a tar | ssh floor (bench/copy_tree.py; default 8 "
+                    "hosts, results in copy-tree.md)")
+    ap.add_argument("--files", type=int, default=1000, help="files in the --copy-tree tree")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite results.md and plot.png from results.json")
     a = ap.parse_args()
@@ -842,6 +847,13 @@ def main() -> None:
         saved["findings"] = read_findings(a.findings)
         write_results(saved, a.out)
         make_plot(a.out / "results.json")
+        return
+    if a.copy_tree:
+        sys.path.insert(0, str(BENCH))
+        import copy_tree
+
+        hosts = 8 if a.hosts == ap.get_default("hosts") else int(a.hosts)
+        copy_tree.main(hosts, a.files, a.repeat, a.base_image, a.out, a.down)
         return
     ns = sorted({int(x) for x in a.hosts.split(",") if x.strip()})
     tools = [t for t in a.tools.split(",") if t]

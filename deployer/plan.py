@@ -25,7 +25,8 @@ from deployer.errors import ConfigError
 from deployer.images.refs import image_ref
 from deployer.project import ServerCompose, compose_context, server_compose
 from deployer.release_files import ReleaseFile
-from deployer.render import Renderer, check_reserved
+from deployer.release_tree import Expander, file_copies
+from deployer.render import Renderer, check_reserved, files_for, files_origin
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # locks and manifests: when
 
@@ -33,19 +34,27 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # locks and manifests: when
 
 @dataclass
 class HostPlan:
+    """One host's release: ``files`` holds every file uploaded (rendered
+    templates in ``files:`` order, then copies by dest); ``dirs`` the copied directories
+    (release paths), created even when empty."""
+
     host: Host
     release: str
     files: list[ReleaseFile]
     compose: ServerCompose
     images: dict[str, str]
+    dirs: list[str] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
-        """What makes two releases the same: file contents, modes, images and
-        services. Equal fingerprints mean ``ship`` has nothing to do."""
+        """What makes two releases the same: file contents (templates and
+        every copied file), modes, copied directories, images and services.
+        Equal fingerprints mean ``ship`` has nothing to do."""
         h = hashlib.sha256()
         for f in sorted(self.files, key=lambda f: f.dest):
             h.update(f"{f.dest}\0{f.mode:o}\0{f.sha256}\n".encode())
+        for d in sorted(self.dirs):
+            h.update(f"dir {d}\n".encode())
         for k in sorted(self.images):
             h.update(f"image {k}={self.images[k]}\n".encode())
         return h.hexdigest()
@@ -54,7 +63,7 @@ class HostPlan:
         return {
             "release": self.release,
             "fingerprint": self.fingerprint,
-            "files": {f.dest: {"sha256": f.sha256, "mode": f"{f.mode:04o}"} for f in self.files},
+            "files": {f.dest: manifest_entry(f) for f in self.files},
             "images": dict(self.images),
             "services": self.compose.services,
             "created_by": who or deployer_identity(),
@@ -63,6 +72,19 @@ class HostPlan:
 
     def manifest_bytes(self, who: str | None = None, when: str | None = None) -> bytes:
         return (json.dumps(self.manifest(who, when), indent=2, sort_keys=True) + "\n").encode()
+
+
+def manifest_entry(f: ReleaseFile) -> dict[str, Any]:
+    """A file as the manifest records it: kind, mode, size, sha256. A secret
+    file is marked ``secret`` (``plan`` shows that instead of its hash); its
+    hash stays in the manifest, which is uploaded 0600 (readable by the SSH
+    user only: an unsalted hash of a short password is as good as the
+    password), so drift of a secret file can still be found."""
+    entry: dict[str, Any] = {"mode": f"{f.mode:04o}", "kind": f.kind, "size": f.length,
+                             "sha256": f.sha256}
+    if f.secret:
+        entry["secret"] = True
+    return entry
 
 
 @dataclass
@@ -111,9 +133,12 @@ def build_plan(
     release: str,
     tag: str,
 ) -> Plan:
-    """Render every file for every host and derive the server compose file."""
+    """Render every file for every host, expand every copied path and derive
+    the server compose file. Copied trees are walked and hashed once per
+    plan, not once per host (see :class:`deployer.release_tree.Expander`)."""
     check_reserved(project)
     renderer = Renderer(project)
+    expander = Expander(project.root)
     plan = Plan(project, release, tag, dict(images))
     compose_dest = project.config.compose_file
     context = compose_context(project, images)
@@ -129,11 +154,13 @@ def build_plan(
         if MANIFEST in by_dest:
             raise ConfigError(f"deployer.yaml: dest {MANIFEST!r} is reserved for deployer")
         cf = by_dest[compose_dest]
+        own = file_copies(files_for(project, host), files_origin(project, host))
+        listed = expander.expand(own)
         compose = server_compose(
             cf.content.decode(),
             where=f"{cf.origin} (rendered for {host.name})",
             deploy_dir=project.deploy_dir,
-            uploaded=list(by_dest),
+            uploaded=[*by_dest, *(f.dest for f in listed.files), *listed.dirs],
             services=host.services,
             context=context,
         )
@@ -143,5 +170,13 @@ def build_plan(
             else f
             for f in files
         ]
-        plan.hosts.append(HostPlan(host, release, files, compose, dict(images)))
+        copied = expander.expand([*own, *compose.copies]) if compose.copies else listed
+        # A template rendered to a path inside a copied directory replaces
+        # the copied file there.
+        files += [f for f in copied.files if f.dest not in by_dest]
+        if any(f.dest == MANIFEST for f in copied.files):
+            raise ConfigError(f"{host.name}: a copied file would land on {MANIFEST!r}, "
+                              "which is reserved for deployer", "exclude it or change dest")
+        plan.hosts.append(HostPlan(host, release, files, compose, dict(images),
+                                   list(copied.dirs)))
     return plan

@@ -77,7 +77,16 @@ def check_reserved(project: Project) -> None:
 
 
 def files_for(project: Project, host: Host) -> list[FileSpec]:
+    """The host's ``files:`` entries (its group's, else the project's),
+    templates and copies alike."""
     return list(host.files) if host.files is not None else list(project.config.files)
+
+
+def files_origin(project: Project, host: Host) -> str:
+    """Where :func:`files_for`'s list is written, for messages."""
+    if host.files is not None and host.groups:
+        return f"{project.inventory_map.display}: groups.{host.groups[0]}.files"
+    return "deployer.yaml: files"
 
 
 class Renderer:
@@ -116,6 +125,8 @@ class Renderer:
         ctx = host_context(self.project, host, images, release, self._groups)
         out = []
         for spec in files_for(self.project, host):
+            if spec.template is None:
+                continue  # a copy: shipped byte for byte, never through Jinja
             tpl = self._template(spec.template, host)
             out.append(
                 ReleaseFile(

@@ -67,12 +67,17 @@ def plan(
     files: bool = typer.Option(True, "--files/--no-files", help="Print rendered files."),
     diff: bool = typer.Option(False, "--diff", help="Read each host (read-only): what a ship "
                               "would change there, and drift."),
+    out_dir: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--out", help="Write each host's release folder under DIR/<host>/.",
+        metavar="DIR",
+    ),
 ) -> None:
-    """Offline dry run: per host, the rendered files and the steps ship would run.
-    With --diff, each host is read (never changed): what ship would change there."""
+    """Offline dry run: per host, every release file, the data paths and the
+    steps ship would run. With --diff, each host is read (never changed): what
+    ship would change there."""
     from deployer.cli import plan_cmd
 
-    plan_cmd.run_plan(get_state(ctx), env, limit, tag, files, diff)
+    plan_cmd.run_plan(get_state(ctx), env, limit, tag, files, diff, out_dir)
 
 
 @app.command()

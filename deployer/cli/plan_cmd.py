@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.cli.output import err, esc, out, raw, raw_json
 from deployer.cli.state import State
+from deployer.errors import ConfigError
 
 if TYPE_CHECKING:
     from deployer.deploy.api import DryRun, Target
     from deployer.plan import Plan
+    from deployer.release_files import ReleaseFile
 
 # What plan adds to a step's name, so the output says what ship decides there.
 _STEP_NOTES = {
@@ -17,6 +20,7 @@ _STEP_NOTES = {
     "check docker": "bootstrap if missing: `deployer bootstrap` shows how",
     "wait healthy": "up to {timeout}s; services: {services}",
     "prune releases": "keep {keep}",
+    "upload release": "one tar stream: {files} files + manifest.json, {bytes} bytes",
     "registry login": "password on stdin",
 }
 
@@ -42,10 +46,23 @@ def run_check(state: State, env: str) -> None:
     if state.output == "json":
         raw_json({"ok": True, "env": env, "hosts": len(plan.hosts), "files": n_files}, None)
         return
+    n_copied = sum(f.kind == "copy" for h in plan.hosts for f in h.files)
+    copied = f", {n_copied} copied" if n_copied else ""
     out(
         f"ok: {plan.project.config.app} / {esc(env)}: {len(plan.hosts)} hosts, "
-        f"{n_files} files rendered, {len(plan.images)} images"
+        f"{n_files - n_copied} files rendered{copied}, {len(plan.images)} images"
     )
+
+
+def file_row(f: ReleaseFile) -> dict[str, Any]:
+    """A release file as ``plan`` shows it: a secret's hash is never shown,
+    and a copy's bytes are not printed (binary, and possibly large)."""
+    row: dict[str, Any] = {"dest": f.dest, "mode": f"{f.mode:04o}", "size": f.length,
+                           "kind": f.kind, "origin": f.origin,
+                           "sha256": "secret" if f.secret else f.sha256}
+    if f.kind == "template":
+        row["content"] = f.content.decode(errors="replace")
+    return row
 
 
 def plan_data(dry: DryRun) -> dict[str, Any]:
@@ -64,7 +81,9 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
         facts = {"fingerprint": hp.fingerprint[:12],
                  "timeout": f"{p.config.health_timeout:.0f}",
                  "services": ", ".join(hp.compose.services),
-                 "keep": str(p.config.keep_releases)}
+                 "keep": str(p.config.keep_releases),
+                 "files": str(len(hp.files)),
+                 "bytes": str(sum(f.length for f in hp.files))}
         out["hosts"].append({
             "name": hp.host.name,
             "address": hp.host.address,
@@ -72,11 +91,7 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
             "services": hp.compose.services,
             "shared_dirs": hp.compose.shared_dirs,
             "fingerprint": hp.fingerprint,
-            "files": [
-                {"dest": f.dest, "mode": f"{f.mode:04o}", "sha256": f.sha256,
-                 "content": f.content.decode(errors="replace")}
-                for f in hp.files
-            ],
+            "files": [file_row(f) for f in hp.files],
             "steps": [
                 {"step": s.name,
                  **({"note": _STEP_NOTES[s.name].format(**facts)} if s.name in _STEP_NOTES else {}),
@@ -88,8 +103,11 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
 
 
 def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: bool,
-             diff: bool = False) -> None:
+             diff: bool = False, out_dir: Path | None = None) -> None:
     if diff:  # reads the hosts: deployer/deploy/diff.py, printed by cli/diff_output.py
+        if out_dir is not None:
+            raise ConfigError("plan: --out and --diff go separately",
+                              "run `plan ENV --out DIR`, then `plan ENV --diff`")
         from deployer.cli.diff_output import run_plan_diff
 
         return run_plan_diff(state, env, limit, tag)
@@ -99,6 +117,10 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
     plan = dry.plan
     _notes(plan)
     data = plan_data(dry)
+    if out_dir is not None:
+        from deployer.release_tar import write_plan
+
+        data["out"] = [str(path) for path in write_plan(plan, out_dir)]
     if state.output == "json":
         raw_json(data)
         return
@@ -113,8 +135,19 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
         groups = ",".join(h["groups"]) or "-"
         out(f"[bold]== {esc(h['name'])}[/bold] ({esc(h['address'])}, groups: {esc(groups)}, "
             f"services: {esc(', '.join(h['services']))})")
+        out(f"release files ({p.deploy_dir}/releases/{plan.release}/):")
+        for f in h["files"]:
+            digest = f["sha256"] if f["sha256"] == "secret" else f["sha256"][:12]
+            out(f"  {f['mode']} {f['size']:>9} {digest:<12} {f['kind']:<8} {f['dest']}"
+                + (f"  (from {f['origin']})" if f["origin"] != f["dest"] else ""),
+                markup=False)
+        for d in h["shared_dirs"]:
+            out(f"  data     {p.deploy_dir}/shared/{d}  (kept across releases, never uploaded)",
+                markup=False)
         if files:
             for f in h["files"]:
+                if "content" not in f:
+                    continue
                 out(f"--- {p.deploy_dir}/releases/{plan.release}/{f['dest']} "
                     f"(mode {f['mode']}, sha256 {f['sha256'][:12]})", markup=False)
                 raw(f["content"])
@@ -124,3 +157,5 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
             out(f"  {i}. {s['step']}{note}", markup=False)
             for c in s["commands"]:
                 out(f"       $ {c}", markup=False)
+    for path in data.get("out", []):
+        out(f"wrote {path}/ (the release folder as it would be uploaded)", markup=False)

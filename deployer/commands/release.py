@@ -107,6 +107,31 @@ def make_partial(deploy_dir: str, release: str, subdirs: Sequence[str] = ()) -> 
     ).command()
 
 
+_RECEIVE = """
+set -e
+d="$1/releases/$2.partial"
+if [ -e "$1/releases/$2" ]; then echo "release $2 already exists" >&2; exit 4; fi
+rm -rf -- "$d"
+mkdir -p -- "$d"
+tar -x -p -m --no-same-owner -f - -C "$d"
+""".strip()
+
+
+def receive_release(deploy_dir: str, release: str) -> Command:
+    """Create an empty ``<id>.partial`` and unpack the release tar read from
+    stdin into it (one round trip for the whole release; the stream comes
+    from :func:`deployer.release_tar.tar_stream`). ``-p``: the tar's exact
+    modes, not the umask's (secrets stay 0600); ``--no-same-owner``: files
+    belong to the SSH user even when it is root; ``-m``: modification time
+    of the unpack. Exit 4 if the final release already exists."""
+    check_release_id(release)
+    return Script(
+        _RECEIVE,
+        args=(deploy_dir, release),
+        description=f"unpack the release into releases/{release}{PARTIAL}",
+    ).command()
+
+
 _FINALIZE = """
 set -e
 cd -- "$1/releases"

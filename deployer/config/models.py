@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -223,12 +223,65 @@ class ImageConfig(Strict):
         return self.context or "."
 
 
-class FileSpec(Strict):
-    """A template rendered per host into the release directory."""
+def _project_path(v: str, what: str) -> str:
+    """A relative POSIX path that stays inside its root, normalised."""
+    if not v or v.startswith("/") or "\\" in v or "\0" in v:
+        raise ValueError(f"{what} {v!r} must be a relative path inside the {_ROOTS[what]}")
+    norm = posixpath.normpath(v)
+    if norm == ".." or norm.startswith("../") or norm == ".":
+        raise ValueError(f"{what} {v!r} escapes the {_ROOTS[what]}")
+    return norm
 
-    template: str
+
+_ROOTS = {"dest": "release directory", "copy": "project"}
+
+
+def _dest_optional_for_copies(schema: dict[str, Any]) -> None:
+    """For editors: ``dest`` may be left out of a ``copy`` entry (it defaults
+    to the copied path), so the schema requires exactly one of ``template``
+    (with ``dest``) or ``copy``."""
+    schema["required"] = [r for r in schema.get("required", []) if r != "dest"]
+    schema["oneOf"] = [{"required": ["template", "dest"]}, {"required": ["copy"]}]
+
+
+class FileSpec(Strict):
+    """One ``files:`` entry: exactly one of
+
+    - ``template``: a Jinja2 template rendered per host to ``dest``
+      (``mode`` default ``0644``);
+    - ``copy``: a project file or directory shipped byte for byte, never
+      through Jinja; ``dest`` defaults to the same path, ``mode`` (for every
+      file of a directory) defaults to each file's own permission bits, and
+      ``exclude`` takes gitignore patterns relative to a copied directory.
+    """
+
+    template: str | None = None
+    copy_: str | None = Field(default=None, alias="copy")
     dest: str
-    mode: str = "0644"
+    mode: str | None = None
+    exclude: tuple[str, ...] = ()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              json_schema_extra=lambda s: _dest_optional_for_copies(s))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        has_t, has_c = data.get("template") is not None, data.get("copy") is not None
+        if has_t == has_c:
+            raise ValueError(
+                "a files entry needs exactly one of 'template' (rendered per host) "
+                "or 'copy' (shipped byte for byte)"
+            )
+        if has_c and "dest" not in data:
+            if isinstance(data["copy"], str):
+                _project_path(data["copy"], "copy")  # one error about copy, not two
+            data = {**data, "dest": data["copy"]}
+        if has_t and data.get("exclude"):
+            raise ValueError("'exclude' applies to 'copy' entries, not to templates")
+        return data
 
     @field_validator("template")
     @classmethod
@@ -237,7 +290,9 @@ class FileSpec(Strict):
 
     @field_validator("mode", mode="before")
     @classmethod
-    def _mode(cls, v: object) -> str:
+    def _mode(cls, v: object) -> str | None:
+        if v is None:
+            return None
         if isinstance(v, int):
             # YAML reads an unquoted 0600 as the int 384 (octal) or 600 (YAML 1.2);
             # both are ambiguous, so ask for a string.
@@ -249,16 +304,36 @@ class FileSpec(Strict):
     @field_validator("dest")
     @classmethod
     def _dest(cls, v: str) -> str:
-        if not v or v.startswith("/") or "\\" in v:
-            raise ValueError(f"dest {v!r} must be a relative path inside the release directory")
-        norm = posixpath.normpath(v)
-        if norm == ".." or norm.startswith("../") or norm == ".":
-            raise ValueError(f"dest {v!r} escapes the release directory")
-        return norm
+        return _project_path(v, "dest")
+
+    @field_validator("copy_")
+    @classmethod
+    def _copy(cls, v: str | None) -> str | None:
+        return None if v is None else _project_path(v, "copy")
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for pat in v:
+            if not isinstance(pat, str) or not pat.strip():
+                raise ValueError(f"exclude patterns must be non-empty strings (got {pat!r})")
+        return v
+
+    @property
+    def source(self) -> str:
+        """The project path this entry reads (template or copied path)."""
+        return self.template if self.template is not None else str(self.copy_)
 
     @property
     def mode_int(self) -> int:
-        return int(self.mode, 8)
+        """The template's mode; for a copy, the forced mode (0644 when unset:
+        use :attr:`copy_mode` for copies)."""
+        return int(self.mode or "0644", 8)
+
+    @property
+    def copy_mode(self) -> int | None:
+        """A copy's forced mode, or None to keep each file's own bits."""
+        return int(self.mode, 8) if self.mode is not None else None
 
 
 class ProjectConfig(Strict):

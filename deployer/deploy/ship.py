@@ -19,7 +19,6 @@ recording executor (:mod:`deployer.deploy.dryrun`).
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import threading
 import time
 from collections.abc import Collection
@@ -33,6 +32,7 @@ from deployer.deploy.hostrun import HostRun
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
 from deployer.plan import HostPlan
+from deployer.release_tar import SourceChanged, release_files, tar_stream
 from deployer.remote.base import Executor
 from deployer.report.model import HostReport
 
@@ -215,14 +215,16 @@ class HostShip:
                     ex.run(login.cleanup, check=False)
 
     def _upload(self) -> None:
+        """The whole release (templates, copies, manifest) as one tar stream
+        into ``<id>.partial``, then the rename: two commands, whatever the
+        number of files."""
         hp, ex = self.hp, self.ex
-        subdirs = sorted({posixpath.dirname(f.dest) for f in hp.files} - {""})
-        ex.run(release.make_partial(self.dir, hp.release, subdirs))
-        partial = release.partial_dir(self.dir, hp.release)
-        for f in hp.files:
-            ex.upload(f.content, posixpath.join(partial, f.dest), mode=f.mode)
-        ex.upload(hp.manifest_bytes(self.s.who, self.s.when),
-                  posixpath.join(partial, release.MANIFEST), mode=0o644)
+        files = release_files(hp, hp.manifest_bytes(self.s.who, self.s.when))
+        try:
+            ex.stream_in(release.receive_release(self.dir, hp.release),
+                         tar_stream(files, hp.dirs), timeout=900)
+        except SourceChanged as e:
+            raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
         ex.run(release.finalize(self.dir, hp.release))
 
     def _up_and_gate(

@@ -11,7 +11,7 @@ method added to the protocol is forwarded in one place.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,6 +74,16 @@ class Executor(Protocol):
         ``cancel`` ends the command (the channel is closed) and returns -1."""
         ...
 
+    def stream_in(
+        self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run ``command`` with ``chunks`` streamed to its standard input (a
+        release tar: binary, possibly large, produced while it is sent).
+        ``check`` and ``timeout`` as for :meth:`run`. An exception raised by
+        ``chunks`` closes the command's stdin unfinished and propagates."""
+        ...
+
     def stats(self) -> ExecStats:
         """Connections opened, commands run and bytes uploaded so far."""
         ...
@@ -101,6 +111,10 @@ class Wrapper:
     def stream(self, command: Command, on_line: LineSink, *,
                cancel: threading.Event | None = None) -> int:
         return self.inner.stream(command, on_line, cancel=cancel)
+
+    def stream_in(self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        return self.inner.stream_in(command, chunks, check=check, timeout=timeout)
 
     def stats(self) -> ExecStats:
         return self.inner.stats()
@@ -131,6 +145,18 @@ class Counting(Wrapper):
                cancel: threading.Event | None = None) -> int:
         self.commands += 1
         return self.inner.stream(command, on_line, cancel=cancel)
+
+    def stream_in(self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        """One command; every byte streamed counts as uploaded."""
+        self.commands += 1
+
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks:
+                self.bytes_uploaded += len(chunk)
+                yield chunk
+
+        return self.inner.stream_in(command, counted(), check=check, timeout=timeout)
 
     def stats(self) -> ExecStats:
         return ExecStats(self.inner.stats().connections_opened, self.commands,

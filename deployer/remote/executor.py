@@ -19,6 +19,7 @@ import secrets as _random
 import select
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -349,6 +350,112 @@ class SSHExecutor:
             code,
             b"".join(out).decode("utf-8", "replace"),
             b"".join(err).decode("utf-8", "replace"),
+        )
+
+    # -- streamed stdin ------------------------------------------------------
+
+    def stream_in(
+        self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run ``command`` with ``chunks`` (binary, e.g. a release tar)
+        streamed to its stdin over the one connection; see
+        :class:`deployer.remote.base.Executor`. Output is drained between
+        chunks, so a chatty command cannot stall the stream."""
+        conn = self.connect()
+        line = command.shell(as_root=self.as_root)
+        limit = timeout if timeout is not None else self.target.ssh.command_timeout
+        step = _step(command)
+        started = time.monotonic()
+        code, out, err, sent = self._exec_stream(conn, line, iter(chunks), limit, step)
+        duration = time.monotonic() - started
+        result = Result(command=command, exit_code=code, stdout=out, stderr=err,
+                        duration=duration)
+        log.debug("%s: $ %s  <<< %d bytes streamed -> exit %d in %.2fs", self.host,
+                  mask(line), sent, code, duration)
+        if not result.ok:
+            if err.strip():
+                log.debug("%s: stderr: %s", self.host, mask(err.strip()))
+            self._check_sudo(command, result, step)
+            if check:
+                tail = _tail(err) or _tail(out)
+                raise CommandFailed(self.host, step,
+                                    f"exit code {code}" + (f": {tail}" if tail else ""), result)
+        return result
+
+    def _exec_stream(
+        self, conn: Connection, line: str, chunks: Iterator[bytes], limit: float | None,
+        step: str,
+    ) -> tuple[int, str, str, int]:
+        import paramiko
+
+        deadline = None if limit is None else time.monotonic() + limit
+        try:
+            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise UnreachableError(self.host, f"cannot open a channel for {step}: {e}") from None
+        out: list[bytes] = []
+        err: list[bytes] = []
+        sent = 0
+
+        def drain() -> None:
+            while chan.recv_ready():
+                out.append(chan.recv(_CHUNK))
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(_CHUNK))
+
+        def left() -> float | None:
+            if deadline is None:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimeout(
+                    self.host, step, f"timed out after {limit:g}s",
+                    "raise the step's timeout (or ssh.command_timeout), or check the "
+                    "connection's speed",
+                )
+            return remaining
+
+        try:
+            chan.exec_command(line)
+            for chunk in chunks:
+                if chan.exit_status_ready():
+                    break  # the command ended early (it failed): its exit code says why
+                chan.settimeout(left())
+                try:
+                    chan.sendall(chunk)
+                except TimeoutError:
+                    left()
+                    raise CommandTimeout(self.host, step, "the upload stalled") from None
+                except OSError:
+                    break  # channel closed by the other side: read why below
+                sent += len(chunk)
+                drain()
+            else:
+                chan.shutdown_write()
+            while True:
+                drain()
+                if chan.exit_status_ready() and chan.eof_received and not (
+                    chan.recv_ready() or chan.recv_stderr_ready()
+                ):
+                    break
+                if chan.closed and not (chan.recv_ready() or chan.recv_stderr_ready()):
+                    break
+                if not conn.active:
+                    raise UnreachableError(self.host, f"connection lost during {step}")
+                remaining = left()
+                select.select([chan.fileno()], [], [],
+                              0.5 if remaining is None else min(0.5, remaining))
+            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            if code == -1 and not conn.active:
+                raise UnreachableError(self.host, f"connection lost during {step}")
+        finally:
+            chan.close()
+        return (
+            code,
+            b"".join(out).decode("utf-8", "replace"),
+            b"".join(err).decode("utf-8", "replace"),
+            sent,
         )
 
     # -- files ---------------------------------------------------------------

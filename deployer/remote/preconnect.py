@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 from deployer.commands.base import Command
@@ -72,6 +72,11 @@ class _Prefetched(Wrapper):
                cancel: threading.Event | None = None) -> int:
         self._settle()
         return self.inner.stream(command, on_line, cancel=cancel)
+
+    def stream_in(self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        self._settle()
+        return self.inner.stream_in(command, chunks, check=check, timeout=timeout)
 
     def close(self) -> None:
         self._settle()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,8 +25,8 @@ from deployer.remote.base import ExecStats, Executor, LineSink, Result, Wrapper
 class Call:
     """One thing an executor was asked to do."""
 
-    kind: Literal["run", "upload", "stream"]
-    command: Command | None = None  # run, stream
+    kind: Literal["run", "upload", "stream", "stream_in"]
+    command: Command | None = None  # run, stream, stream_in
     path: str = ""  # upload
     mode: int = 0  # upload
     size: int = 0  # upload
@@ -41,7 +41,8 @@ class Call:
     def display(self) -> str:
         """The line ``plan`` prints (secrets on stdin shown masked)."""
         if self.command is not None:
-            return self.command.display()
+            line = self.command.display()
+            return f"{line} < release.tar" if self.kind == "stream_in" else line
         return shlex.join(["sftp-put", self.path, f"{self.mode:04o}"])
 
 
@@ -64,6 +65,11 @@ class Recorder(Wrapper):
                cancel: threading.Event | None = None) -> int:
         self.calls.append(Call("stream", command))
         return self.inner.stream(command, on_line, cancel=cancel)
+
+    def stream_in(self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        self.calls.append(Call("stream_in", command))
+        return self.inner.stream_in(command, chunks, check=check, timeout=timeout)
 
 
 Answer = Callable[[Command], "tuple[int, str]"]
@@ -111,6 +117,9 @@ class ScriptedExecutor:
 
     def run(self, command: Command, *, check: bool = True, timeout: float | None = None) -> Result:
         self._note(Call("run", command))
+        return self._answered(command, check)
+
+    def _answered(self, command: Command, check: bool) -> Result:
         self._stats.commands += 1
         code, out = self._answer(command)
         res = Result(command, code, stdout=out)
@@ -131,6 +140,13 @@ class ScriptedExecutor:
         for line in out.splitlines():
             on_line(line)
         return code
+
+    def stream_in(self, command: Command, chunks: Iterable[bytes], *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        """Noted, answered like :meth:`run`; ``chunks`` is never read (a plan
+        of a large tree reads no file)."""
+        self._note(Call("stream_in", command))
+        return self._answered(command, check)
 
     def stats(self) -> ExecStats:
         return ExecStats(**vars(self._stats))

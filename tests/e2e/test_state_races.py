@@ -58,6 +58,11 @@ class SwitchBeforeLock(Wrapper):
             self.other_run = None
         return self.inner.run(command, check=check, timeout=timeout)
 
+    def stream_in(self, command: Command, chunks: Any, *, check: bool = True,
+                  timeout: float | None = None) -> Result:
+        self.seen.append(command.description or command.argv[0])
+        return self.inner.stream_in(command, chunks, check=check, timeout=timeout)
+
 
 def _ship_api(p: Project, images: dict[str, str], target: str) -> tuple[Any, SwitchBeforeLock]:
     """Ship the project's current config through the API (as the CLI does),
