@@ -190,7 +190,8 @@ def test_killed_upload_leaves_no_incomplete_release(ship: Ship) -> None:
     h0 = ship.info.hosts[0]  # type: ignore[attr-defined]
     current = ship.json("releases", "sandbox")[h0.name]["current"]
     big = ship.project / "templates" / "big.j2"
-    big.write_text("{{ 'x' * 40000000 }}\n")
+    # 40 MB, within the template sandbox's bound on one '*' (a million items).
+    big.write_text("{% for _ in range(40) %}{{ 'x' * 1000000 }}{% endfor %}\n")
     cfg = ship.project / "deployer.yaml"
     original = cfg.read_text()
     cfg.write_text(original.replace(
