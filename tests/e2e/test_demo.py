@@ -4,11 +4,11 @@ fresh hosts, build and push, bootstrap, ship, and the app answers."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import copy_tracked
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +21,7 @@ def test_readme_demo_command_ships_the_example(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash .ci/demo" in readme  # the command the README gives first
     project = tmp_path / "flask-postgres"
-    shutil.copytree(ROOT / "examples" / "flask-postgres", project,
-                    ignore=shutil.ignore_patterns(".deployer", "sandbox.yaml"))
+    copy_tracked(ROOT / "examples" / "flask-postgres", project)
     env = {**os.environ, "DEMO_SKIP_SETUP": "1", "DEMO_PROJECT": str(project),
            "NO_COLOR": "1"}
     env.pop("GITHUB_ACTIONS", None)
