@@ -27,7 +27,8 @@ def test_readme_demo_command_ships_the_example(tmp_path: Path) -> None:
     env.pop("GITHUB_ACTIONS", None)
     try:
         p = subprocess.run(["bash", str(ROOT / ".ci" / "demo")], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=1500)
+                           capture_output=True, text=True, timeout=1500,
+                           stdin=subprocess.DEVNULL)
         out = p.stdout + p.stderr
         assert p.returncode == 0, out[-4000:]
         assert "success: 2 deployed" in out
@@ -35,5 +36,17 @@ def test_readme_demo_command_ships_the_example(tmp_path: Path) -> None:
         assert out.count("PostgreSQL") >= 2
         password = (project / ".deployer" / "demo.env").read_text().split("=", 1)[1].strip()
         assert password not in out
+        # Re-runnable: the sandbox is completed, the inventory keeps the demo's
+        # vars (once), and the ship has nothing to do.
+        again = subprocess.run(["bash", str(ROOT / ".ci" / "demo")], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=900,
+                               stdin=subprocess.DEVNULL)
+        out2 = again.stdout + again.stderr
+        assert again.returncode == 0, out2[-4000:]
+        assert "success: 2 unchanged" in out2
+        assert out2.count('"greeting":"Hello from the sandbox"') == 2
+        inventory = (project / "inventories" / "sandbox.yaml").read_text()
+        assert inventory.count("\nvars:") == 1
+        assert password not in out2
     finally:
         manager.down(project)
