@@ -129,6 +129,8 @@ def schema(
     raw(json.dumps(model.model_json_schema(), indent=2))
 
 
+PROG = "deployer"
+COMPLETE_VAR = "_DEPLOYER_COMPLETE"  # what the completion scripts set to ask for words
 COMPLETION_SHELLS = ("bash", "zsh", "fish")
 
 
@@ -153,8 +155,6 @@ def completion(
     raw(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
 
 
-PROG = "deployer"
-COMPLETE_VAR = "_DEPLOYER_COMPLETE"
 _registered = False
 
 
