@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_demo(env: dict[str, str]) -> str:
     """`bash .ci/demo` as the README gives it: its output, once it worked and
     both hosts answered."""
+    t0 = time.monotonic()
     p = subprocess.run(["bash", str(ROOT / ".ci" / "demo")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL)
+    print(f".ci/demo took {time.monotonic() - t0:.0f}s")  # what it costs .ci/run (-rP)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-4000:]
     assert out.count('"greeting":"Hello from the sandbox"') == 2  # both hosts answered
