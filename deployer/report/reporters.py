@@ -46,10 +46,11 @@ def summary_table(run: RunReport) -> Table:
 
     t = Table(title=escape(mask(f"{run.command} {run.app} -> {run.env}")), title_justify="left")
     t.add_column("host")
-    t.add_column("result")
-    t.add_column("release")
-    t.add_column("time", justify="right")
-    t.add_column("detail", overflow="fold")
+    t.add_column("result", no_wrap=True)
+    # Folded, never cut: what tells releases apart is at the end (time, tag).
+    t.add_column("release", overflow="fold")
+    t.add_column("time", justify="right", no_wrap=True)
+    t.add_column("detail", overflow="fold", ratio=1)
     from rich.text import Text
 
     for h in run.hosts:

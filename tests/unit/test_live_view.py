@@ -159,3 +159,22 @@ def test_install_step_names() -> None:
     fresh = parse_facts(FRESH)
     assert install_step(fresh, "distro") == "installing Docker (apt)"
     assert install_step(fresh, "docker-ce") == "installing Docker (apt, Docker's repository)"
+
+
+def test_summary_table_at_80_columns_never_cuts_the_release() -> None:
+    from deployer.report.model import RunReport
+    from deployer.report.reporters import summary_table
+
+    run = RunReport("ship", "flaskpg", "sandbox", hosts=[
+        HostReport("sandbox-1", "deployed", release="20261201T064600Z-c-dfba5be038e5",
+                   seconds=75.2, detail="bootstrapped: installed per docker.install=distro"),
+        HostReport("sandbox-2", "rolled back", release="20261130T101010Z-c-0123456789ab",
+                   seconds=95.2, error="web: unhealthy: health check failed after 90s"),
+    ])
+    c = Console(width=80, record=True, no_color=True, file=io.StringIO())
+    c.print(summary_table(run))
+    text = c.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    for tail in ("064600Z-c-", "dfba5be038e5", "101010Z-c-", "0123456789ab"):
+        assert tail in text
