@@ -67,3 +67,13 @@ def test_the_sandbox_folder_the_hint_knows_is_the_sandbox_s() -> None:
     from deployer.sandbox.model import SANDBOX_REL
 
     assert Path(SANDBOX_REL).parts == SANDBOX_DIR
+
+
+def test_with_a_compose_env_file_the_hint_names_it_too(make_project: MakeProject) -> None:
+    root = make_project({"deployer.yaml": PROJECT,
+                         "inventories/prod.yaml": VARS + "secrets_file: .deployer/prod.env\n"
+                                                  "hosts: {h1: {}}\n",
+                         ".deployer/prod.env": "OTHER=x\n", ".env": "TAG=1\n"})
+    _, hint = hint_for(root, "prod")
+    assert hint.startswith("export DB_PASSWORD=... in the environment or in .env, or add it "
+                           "to .deployer/prod.env, the secrets_file of inventories/prod.yaml")
