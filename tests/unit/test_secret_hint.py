@@ -55,7 +55,8 @@ def test_the_sandbox_inventory_never_points_at_the_sandbox_internals(
     text = inventory.render(sandbox_rel=SANDBOX_REL, registry_server="10.213.0.2:5000",
                             registry_username="deployer", hosts=[("sandbox-1", "10.213.0.3")])
     root = make_project({"deployer.yaml": PROJECT, "inventories/sandbox.yaml": text + VARS,
-                         f"{SANDBOX_REL}/registry.env": f"{inventory.PASSWORD_VAR}=pw\n"})
+                         f"{SANDBOX_REL}/registry.env":
+                             f"{inventory.PASSWORD_VAR}=pw-sandbox-Long1\n"})
     _, hint = hint_for(root, "sandbox")
     assert hint.startswith("export DB_PASSWORD=... in the environment: ")
     assert "add it to" not in hint
