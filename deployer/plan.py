@@ -29,7 +29,9 @@ from deployer.release_tree import Expander, file_copies
 from deployer.render import Renderer, check_reserved, files_for, files_origin
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # locks and manifests: when
-
+#: What this plan's release id becomes inside rendered files for the
+#: fingerprint (see :attr:`HostPlan.fingerprint`).
+RELEASE_PLACEHOLDER = b"\0deployer:release\0"
 
 
 @dataclass
@@ -49,10 +51,16 @@ class HostPlan:
     def fingerprint(self) -> str:
         """What makes two releases the same: file contents (templates and
         every copied file), modes, copied directories, images and services.
-        Equal fingerprints mean ``ship`` has nothing to do."""
+        Equal fingerprints mean ``ship`` has nothing to do.
+
+        In rendered files, this plan's release id counts as a placeholder: a
+        template that uses ``{{ release }}`` fingerprints like the host's
+        current release rendered with its own id, so a ship whose only
+        difference is the release id is ``unchanged``. (The uploaded bytes
+        and the manifest's per-file sha256 keep the real id.)"""
         h = hashlib.sha256()
         for f in sorted(self.files, key=lambda f: f.dest):
-            h.update(f"{f.dest}\0{f.mode:o}\0{f.sha256}\n".encode())
+            h.update(f"{f.dest}\0{f.mode:o}\0{_without_release(f, self.release)}\n".encode())
         for d in sorted(self.dirs):
             h.update(f"dir {d}\n".encode())
         for k in sorted(self.images):
@@ -85,6 +93,15 @@ def manifest_entry(f: ReleaseFile) -> dict[str, Any]:
     if f.secret:
         entry["secret"] = True
     return entry
+
+
+def _without_release(f: ReleaseFile, release: str) -> str:
+    """``f``'s sha256 with ``release`` in its content replaced by the
+    placeholder; copied files cannot hold a new release's id."""
+    rid = release.encode()
+    if f.kind != "template" or not rid or rid not in f.content:
+        return f.sha256
+    return hashlib.sha256(f.content.replace(rid, RELEASE_PLACEHOLDER)).hexdigest()
 
 
 @dataclass

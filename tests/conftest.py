@@ -1,7 +1,10 @@
-"""Shared helpers: write small projects into temporary folders."""
+"""Shared helpers: write small projects into temporary folders, copy an
+example as a fresh clone has it."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +83,30 @@ def make_project(tmp_path: Path) -> MakeProject:
         return tmp_path
 
     return make
+
+
+def copy_tracked(src: Path, dest: Path) -> Path:
+    """Copy the files of ``src`` that git tracks (``git ls-files``, so also
+    staged new ones) into ``dest``: the example as a fresh clone has it, never
+    the git-ignored files a demo or an earlier run left there
+    (``inventories/sandbox.yaml``, ``.deployer/``). Returns ``dest``."""
+    p = subprocess.run(
+        # safe.directory: a clone owned by another user (CI checkouts) still lists
+        ["git", "-c", "safe.directory=*", "-C", str(src), "ls-files", "-z", "--", "."],
+        capture_output=True, check=False,
+    )
+    if p.returncode != 0:
+        pytest.fail(f"git ls-files in {src} failed: {p.stderr.decode(errors='replace')}",
+                    pytrace=False)
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in p.stdout.decode().split("\0"):
+        source = src / rel
+        if not rel or not (source.is_file() or source.is_symlink()):
+            continue  # deleted in the work tree, or a submodule
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    return dest
 
 
 @pytest.fixture(autouse=True)

@@ -121,9 +121,8 @@ def releases(ctx: typer.Context, env: str = EnvArg,
 def status(ctx: typer.Context, env: str = EnvArg,
            limit: Optional[str] = LimitOpt) -> None:  # noqa: UP045
     """compose ps of every host in one table (service, state, health, image)."""
-    from rich.table import Table
-
-    from deployer.cli.output import out, raw
+    from deployer.cli.output import console, out, raw
+    from deployer.cli.tables import status_table
     from deployer.deploy import api
 
     state, target = _target(ctx, env, limit)
@@ -131,16 +130,8 @@ def status(ctx: typer.Context, env: str = EnvArg,
     if state.output == "json":
         raw(json.dumps({h: [r.__dict__ for r in rs] for h, rs in rows.items()}, indent=2))
     else:
-        t = Table(title=f"{run.app} / {env}", title_justify="left")
-        for col in ("host", "release", "service", "state", "health", "image"):
-            t.add_column(col)
-        rel = {r.host: r.release for r in run.hosts}
-        for h in run.hosts:
-            for r in rows.get(h.host, []):
-                state_txt = r.status + (f" ({r.exit_code})" if r.status == "exited" else "")
-                t.add_row(h.host, rel.get(h.host) or "-", r.service, state_txt,
-                          r.health or "-", r.image)
-        out(t)
+        out(status_table(f"{run.app} / {env}", [h.host for h in run.hosts], rows,
+                         {r.host: r.release for r in run.hosts}, console().width))
     _errors_only(run)
 
 

@@ -6,14 +6,22 @@ that need them, so ``deployer --help`` stays fast.
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from deployer.cli.state import State, get_state
+from deployer.cli.state import (
+    OUTPUT_HELP,
+    PROJECT_DIR_HELP,
+    VERBOSE_HELP,
+    State,
+    apply_options,
+    get_state,
+    with_global_options,
+)
 from deployer.errors import EXIT_DEPLOY, EXIT_INTERRUPTED, EXIT_USAGE, DeployerError
 
 app = typer.Typer(
@@ -32,22 +40,35 @@ LimitOpt = typer.Option(
 )
 
 
+def _version(value: bool) -> None:
+    """``--version``: the installed package's version, from its metadata."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("deployer")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from deployer import __version__ as v
+    typer.echo(f"deployer {v}")
+    raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    project_dir: Path = typer.Option(
-        Path("."), "-C", "--project-dir", help="Project folder (holds deployer.yaml)."
+    project_dir: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "-C", "--project-dir", help=PROJECT_DIR_HELP, show_default=False
     ),
-    output: str = typer.Option("text", "--output", "-o", help="text or json."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logs on stderr."),
+    output: str = typer.Option("text", "--output", "-o", help=OUTPUT_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
-    if output not in ("text", "json"):
-        raise typer.BadParameter("must be text or json", param_hint="--output")
-    ctx.obj = State(project_dir=project_dir.resolve(), output=output, verbose=verbose)
-    if verbose:
-        from deployer.logs import setup_logging
-
-        setup_logging(logging.DEBUG)
+    """-C, -o and -v work before or after the command (see deployer.cli.state)."""
+    ctx.obj = State(project_dir=Path.cwd().resolve())
+    apply_options(ctx.obj, project_dir, output, verbose)
 
 
 @app.command()
@@ -113,12 +134,39 @@ def schema(
     raw(json.dumps(model.model_json_schema(), indent=2))
 
 
+PROG = "deployer"
+COMPLETE_VAR = "_DEPLOYER_COMPLETE"  # what the completion scripts set to ask for words
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+@app.command()
+def completion(
+    shell: str = typer.Argument(..., help="bash, zsh or fish."),
+) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    Load it with `source <(deployer completion bash)` in ~/.bashrc, or
+    `deployer completion fish > ~/.config/fish/completions/deployer.fish`."""
+    if shell not in COMPLETION_SHELLS:
+        raise typer.BadParameter(f"must be one of: {', '.join(COMPLETION_SHELLS)}",
+                                 param_hint="SHELL")
+    # typer's own scripts: each calls back into `deployer` with
+    # _DEPLOYER_COMPLETE set, which app() answers with the matching commands
+    # and options (so they never go stale).
+    from typer._completion_shared import get_completion_script
+
+    from deployer.cli.output import raw
+
+    raw(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
+
+
 _registered = False
 
 
 def _register() -> None:
-    """Sub-commands that live in their own modules (once per process: tests
-    call ``main()`` many times)."""
+    """Sub-commands that live in their own modules; then -C/-o/-v on every
+    command (they work after the command too). Once per process: tests call
+    ``main()`` many times."""
     global _registered
     if _registered:
         return
@@ -131,6 +179,10 @@ def _register() -> None:
     deploy_cmds.register(app)
     logs_cmds.register(app)
     app.add_typer(sandbox_cli.app, name="sandbox", help="Local servers and registry to try on.")
+    for typer_app in (app, sandbox_cli.app):
+        for info in typer_app.registered_commands:
+            if info.callback is not None:
+                info.callback = with_global_options(info.callback)
 
 
 def main() -> None:
@@ -138,6 +190,12 @@ def main() -> None:
     from deployer.cli.output import err
 
     _register()
+    if COMPLETE_VAR in os.environ:
+        # A shell asks for completions (the scripts of `deployer completion`):
+        # typer's completion classes, loaded only then so start-up stays fast.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     from deployer.report.github import in_github
 
     github = in_github()
@@ -149,7 +207,7 @@ def main() -> None:
         enable_masks()
     try:
         # standalone_mode=False returns the code of a typer.Exit instead of raising
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name=PROG, complete_var=COMPLETE_VAR)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except DeployerError as e:

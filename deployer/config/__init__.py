@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from deployer.config.errors import config_error
-from deployer.config.interpolate import interpolate, read_dotenv
+from deployer.config.interpolate import interpolate, missing_hint, read_dotenv
 from deployer.config.inventory import Host, match_limit, resolve_hosts
 from deployer.config.models import InventoryConfig, ProjectConfig, RegistryConfig
 from deployer.config.yamlfile import SourceMap, load_yaml
@@ -114,10 +114,8 @@ def load_project(
     dotenv_display = os.path.join(compose_dir, DOTENV)
     env_vars: dict[str, str] = dict(read_compose_dotenv(root / dotenv_display, dotenv_display,
                                                         environ))
+    dotenv = dotenv_display if env_vars else None
     sf = raw_inv.get("secrets_file")
-    hint = "in the environment"
-    if env_vars:
-        hint = f"in the environment or in {dotenv_display}"
     if sf is not None:
         if not isinstance(sf, str) or not sf.strip():
             raise ConfigError(
@@ -127,7 +125,7 @@ def load_project(
         sf_path = Path(os.path.expanduser(sf))
         sf_path = sf_path if sf_path.is_absolute() else root / sf_path
         env_vars.update(read_dotenv(sf_path, sf))
-        hint = f"in the environment, or add {'it'} to {sf}"
+    hint = missing_hint(inv_display, sf, dotenv)
     env_vars.update(environ)
 
     if raw_inv.get("registry") is not None and "registry" in raw_cfg:

@@ -80,6 +80,30 @@ def _substitute(text: str, loc: Loc, env: Mapping[str, str], smap: SourceMap, hi
     return Secret(out) if used else out
 
 
+# deployer.sandbox.model.SANDBOX_REL (not imported: config stays free of the
+# sandbox); a unit test keeps the two equal.
+SANDBOX_DIR = (".deployer", "sandbox")
+
+
+def missing_hint(inventory: str, secrets_file: str | None, dotenv: str | None = None) -> str:
+    """Where an unset ``${VAR}`` can come from, for ``export VAR=... <hint>``:
+    the environment (or compose's ``.env``, when the project has one), or this
+    environment's secrets file. Names the inventory's ``secrets_file`` and
+    says what it is for, or suggests setting one; never suggests a file that
+    ``deployer sandbox`` owns."""
+    env = f"in the environment or in {dotenv}" if dotenv else "in the environment"
+    if secrets_file is None:
+        return (f"{env}, or add it to a dotenv file of this environment's "
+                f"secrets (KEY=VALUE lines) and name that file in {inventory} as "
+                f"`secrets_file: .deployer/<env>.env` (the environment wins over it)")
+    if Path(secrets_file).parts[:2] == SANDBOX_DIR:
+        return (f"{env}: {inventory}'s secrets_file {secrets_file} belongs to "
+                f"`deployer sandbox` (its registry password; `sandbox down` deletes it)")
+    return (f"{env}, or add it to {secrets_file}, the secrets_file of "
+            f"{inventory}: a dotenv file of secrets for this environment (KEY=VALUE lines; "
+            f"the environment wins over it)")
+
+
 def _key(loc: Loc) -> str:
     return ".".join(str(p) for p in loc) or "(top)"
 

@@ -15,6 +15,8 @@ code runs over SSH and against a recording executor in unit tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from deployer.commands.base import Command
@@ -114,9 +116,27 @@ def _privileged_need(facts: HostFacts) -> str:
     return f"add {facts.user or 'the user'} to the docker group"
 
 
-def bootstrap_host(executor: Executor, host: Host) -> BootstrapOutcome:
+def install_step(facts: HostFacts, mode: str) -> str:
+    """What the install does, for the live view: ``installing Docker (apt)``."""
+    how = "apt, Docker's repository" if mode == "docker-ce" else "apt"
+    if not facts.docker_installed:
+        return f"installing Docker ({how})"
+    if facts.compose is None:
+        return f"installing compose ({how})"
+    if not facts.docker_active:
+        return "starting the docker service"
+    return "adding the user to the docker group"
+
+
+def bootstrap_host(
+    executor: Executor,
+    host: Host,
+    step: Callable[[str], AbstractContextManager[None]] | None = None,
+) -> BootstrapOutcome:
     """Make ``host`` a Docker host (see the module doc). Raises
-    :class:`HostError` naming the host and the step on any failure."""
+    :class:`HostError` naming the host and the step on any failure.
+    ``step(name)`` (e.g. ``HostRun.step``) wraps the install, so the live view
+    shows it as it runs (a minute or more on a fresh host)."""
     facts = probe(executor)
     if facts.bootstrapped:
         _usable(host, facts)
@@ -152,8 +172,9 @@ def bootstrap_host(executor: Executor, host: Host) -> BootstrapOutcome:
             "and set `docker: {install: none}`",
         )
 
-    for command in commands:
-        executor.run(command, timeout=INSTALL_TIMEOUT)
+    with (step or (lambda _name: nullcontext()))(install_step(facts, mode)):
+        for command in commands:
+            executor.run(command, timeout=INSTALL_TIMEOUT)
 
     after = probe(executor)
     _usable(host, after)

@@ -32,7 +32,7 @@ def bootstrap(project: Project, hosts: list[Host], reporter: Reporter,
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         with run.step("bootstrap"):
-            out = bootstrap_host(ex, host)
+            out = bootstrap_host(ex, host, step=run.step)
         return run.report("ok", detail=out.detail)
 
     return run_command("bootstrap", project, hosts, job, reporter, opts)

@@ -61,6 +61,8 @@ class _StepLog:
     def __init__(self, events: list[object]) -> None:
         self.events = events
 
+    def start(self, hosts: list[str], batches: list[int]) -> None: ...
+
     def batch(self, no: int, hosts: list[str]) -> None: ...
 
     def step(self, host: str, step: str) -> None:

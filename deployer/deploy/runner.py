@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
-from deployer.deploy.rollout import RolloutPolicy, rollout
+from deployer.deploy.rollout import RolloutPolicy, batch_sizes, rollout
 from deployer.deploy.ship import StoppedBeforeStep
 from deployer.errors import DeployerError, HostError
 from deployer.remote.base import Counting, Executor
@@ -86,6 +86,7 @@ def run_over_hosts(hosts: list[Host], job: Job, reporter: Reporter,
         reporter.host_done(rep)
         return rep
 
+    reporter.start([h.name for h in hosts], batch_sizes(len(hosts), opts.policy.batches))
     slots = rollout(
         list(hosts), one, lambda r: not isinstance(r, HostReport) or not r.ok,
         opts.policy, cancel=opts.cancel,

@@ -53,7 +53,7 @@ class HostSession:
         from deployer.deploy.bootstrap import bootstrap_host
 
         with self.run.step("check docker"):
-            outcome = bootstrap_host(self.ex, self.host)
+            outcome = bootstrap_host(self.ex, self.host, step=self.run.step)
         if outcome.changed:
             self.run.log(f"bootstrapped: {outcome.detail}")
         self.facts = outcome.facts

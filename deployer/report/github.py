@@ -174,6 +174,9 @@ class GithubReporter:
 
     # -- Reporter ---------------------------------------------------------
 
+    def start(self, hosts: list[str], batches: list[int]) -> None:
+        """Nothing to show before the first batch: each host gets its group."""
+
     def batch(self, no: int, hosts: list[str]) -> None:
         self._write([f"== batch {no}: {', '.join(hosts)}"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Protocol
 
 from deployer.report.model import HostReport, RunReport
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 
 class Reporter(Protocol):
+    def start(self, hosts: list[str], batches: list[int]) -> None: ...
     def batch(self, no: int, hosts: list[str]) -> None: ...
     def step(self, host: str, step: str) -> None: ...
     def log(self, host: str, line: str) -> None: ...
@@ -44,10 +46,11 @@ def summary_table(run: RunReport) -> Table:
 
     t = Table(title=escape(mask(f"{run.command} {run.app} -> {run.env}")), title_justify="left")
     t.add_column("host")
-    t.add_column("result")
-    t.add_column("release")
-    t.add_column("time", justify="right")
-    t.add_column("detail", overflow="fold")
+    t.add_column("result", no_wrap=True)
+    # Folded, never cut: what tells releases apart is at the end (time, tag).
+    t.add_column("release", overflow="fold")
+    t.add_column("time", justify="right", no_wrap=True)
+    t.add_column("detail", overflow="fold", ratio=1)
     from rich.text import Text
 
     for h in run.hosts:
@@ -75,31 +78,100 @@ def summary_line(run: RunReport) -> str:
     return f"{run.result}: {counts or 'no hosts'} in {run.seconds:.1f}s"
 
 
-class PlainReporter:
-    """Line per event: for logs, pipes and CI (no cursor tricks)."""
+def elapsed(seconds: float) -> str:
+    """``12.3s``, ``1m05s``, ``1h02m``: short enough for a live line."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, sec = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m}m{sec:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+
+class Progress:
+    """The run's progress: hosts done of total, batch k of n, and when each
+    host started (its first step). ``start`` gives the totals; without it
+    they grow with the batches seen."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.t0 = clock()
+        self.total = 0
+        self.batches = 0
+        self.batch = 0
+        self.done: set[str] = set()
+        self.started: dict[str, float] = {}
+
+    def start(self, hosts: list[str], batches: list[int]) -> None:
+        self.total, self.batches = len(hosts), len(batches)
+
+    def enter_batch(self, no: int, hosts: list[str]) -> None:
+        self.batch = no
+        self.batches = max(self.batches, no)
+        seen = len(self.done) + sum(h not in self.done for h in hosts)
+        self.total = max(self.total, seen)
+
+    def host_started(self, host: str) -> None:
+        self.started.setdefault(host, self.clock())
+
+    def host_seconds(self, host: str) -> float | None:
+        t = self.started.get(host)
+        return None if t is None else self.clock() - t
+
+    def host_done(self, host: str) -> None:
+        self.done.add(host)
+        self.total = max(self.total, len(self.done))
+
+    def line(self) -> str:
+        """``batch 1 of 3 · 2/5 hosts done · 1m12s``"""
+        parts = [f"batch {self.batch} of {self.batches}"] if self.batch else []
+        parts.append(f"{len(self.done)}/{self.total} hosts done")
+        parts.append(elapsed(self.clock() - self.t0))
+        return " · ".join(parts)
+
+
+class PlainReporter:
+    """Line per event: for logs, pipes and CI (no cursor tricks). After each
+    host's result, a ``== 2/5 hosts done (batch 1 of 3)`` line."""
+
+    def __init__(self, stream: IO[str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
-        self._t0 = time.monotonic()
+        self.clock = clock
+        self.progress = Progress(clock)
+        self._t0 = self.progress.t0
 
     def _emit(self, text: str) -> None:
         with self._lock:
-            self.stream.write(mask(f"[{time.monotonic() - self._t0:6.1f}s] {text}") + "\n")
+            self.stream.write(mask(f"[{self.clock() - self._t0:6.1f}s] {text}") + "\n")
             self.stream.flush()
 
+    def start(self, hosts: list[str], batches: list[int]) -> None:
+        self.progress.start(hosts, batches)
+        if len(batches) > 1:
+            sizes = ", ".join(map(str, batches))
+            self._emit(f"== {len(hosts)} hosts in {len(batches)} batches ({sizes})")
+
     def batch(self, no: int, hosts: list[str]) -> None:
+        self.progress.enter_batch(no, hosts)
         self._emit(f"== batch {no}: {', '.join(hosts)}")
 
     def step(self, host: str, step: str) -> None:
+        self.progress.host_started(host)
         self._emit(f"{host}: {step}")
 
     def log(self, host: str, line: str) -> None:
         self._emit(f"{host}: {line}")
 
     def host_done(self, report: HostReport) -> None:
+        self.progress.host_done(report.host)
         extra = f" ({report.error or report.detail})" if (report.error or report.detail) else ""
         self._emit(f"{report.host}: {report.result}{extra} in {report.seconds:.1f}s")
+        p = self.progress
+        of = f" (batch {p.batch} of {p.batches})" if p.batch else ""
+        self._emit(f"== {len(p.done)}/{p.total} hosts done{of}")
 
     def finish(self, run: RunReport) -> None:
         from rich.console import Console
@@ -110,46 +182,71 @@ class PlainReporter:
 
 
 class LiveReporter(PlainReporter):
-    """A live line per host with its current step (rich), on a terminal."""
+    """On a terminal: a live line per host with its current step and its
+    elapsed time, under the run's progress (batch k of n, hosts done of
+    total, time so far); redrawn as the clock runs."""
 
-    def __init__(self, console: Console) -> None:
-        super().__init__(console.file)
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic,
+                 start_live: bool = True) -> None:
+        super().__init__(console.file, clock)
         from rich.live import Live
 
         self.console = console
         self.state: dict[str, str] = {}
-        self.live = Live(self._render(), console=console, refresh_per_second=8, transient=True)
-        self.live.start()
+        self.finished: dict[str, float] = {}
+        self.live = Live(console=console, refresh_per_second=4, transient=True,
+                         get_renderable=self.render)
+        if start_live:
+            self.live.start()
 
-    def _render(self) -> Table:
+    def render(self) -> Table:
+        """The live block as it is now (rich calls this on every refresh)."""
         from rich.table import Table
         from rich.text import Text
 
         t = Table.grid(padding=(0, 2))
-        for host, st in self.state.items():
-            t.add_row(Text(mask(host)), mask(st))
+        t.add_column()
+        t.add_column()
+        t.add_column(justify="right")
+        with self._lock:
+            t.add_row("[bold]run[/bold]", self.progress.line(), "")
+            for host, st in self.state.items():
+                secs = self.finished.get(host)
+                if secs is None:
+                    secs = self.progress.host_seconds(host)
+                t.add_row(Text(mask(host)), mask(st), "" if secs is None else elapsed(secs))
         return t
 
     def _update(self) -> None:
-        with self._lock:
-            self.live.update(self._render())
+        self.live.refresh()
+
+    def start(self, hosts: list[str], batches: list[int]) -> None:
+        self.progress.start(hosts, batches)
 
     def batch(self, no: int, hosts: list[str]) -> None:
-        self.console.print(f"[bold]== batch {no}[/bold]: {_esc(', '.join(hosts))}")
-        for h in hosts:
-            self.state[h] = "waiting"
+        self.progress.enter_batch(no, hosts)
+        self.console.print(f"[bold]== batch {no} of {self.progress.batches}[/bold]: "
+                           f"{_esc(', '.join(hosts))}")
+        with self._lock:
+            for h in hosts:
+                self.state[h] = "waiting"
         self._update()
 
     def step(self, host: str, step: str) -> None:
-        self.state[host] = f"[cyan]{_esc(step)}…[/cyan]"
+        self.progress.host_started(host)
+        with self._lock:
+            self.state[host] = f"[cyan]{_esc(step)}…[/cyan]"
         self._update()
 
     def log(self, host: str, line: str) -> None:
         self.console.print(mask(f"{host}: {line}"), markup=False)
 
     def host_done(self, report: HostReport) -> None:
+        self.progress.host_done(report.host)
         style = RESULT_STYLE.get(report.result, "")
-        self.state[report.host] = f"[{style}]{report.result}[/] {report.seconds:.1f}s"
+        with self._lock:
+            self.state[report.host] = f"[{style}]{report.result}[/]" if style else report.result
+            self.finished[report.host] = report.seconds
         self._update()
         if report.error:
             self.console.print(mask(f"{report.host}: {report.error}"), markup=False, style="red")

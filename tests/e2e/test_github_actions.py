@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from action_harness import Runner, StepRun
+from conftest import copy_tracked
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def gha(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                     base_env={"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
                               "DB_PASSWORD": DB_PASSWORD})
     app = runner.workspace / "app"
-    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns(".deployer"))
+    copy_tracked(EXAMPLE, app)
     cfg = app / "deployer.yaml"
     cfg.write_text(cfg.read_text().replace("health_timeout: 180", "health_timeout: 60"))
     try:

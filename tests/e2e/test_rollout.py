@@ -24,7 +24,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from conftest import copy_tracked
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +186,7 @@ def app_sandbox(tmp: Path, src: Path, hosts: int, env: dict[str, str]) -> Iterat
     hosts (Docker preinstalled), torn down on the way out."""
     from deployer.sandbox import manager
 
-    shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".deployer"))
+    copy_tracked(src, tmp)
     try:
         info = manager.up(tmp, hosts=hosts, base_image=BASE_IMAGE, with_docker=True)
         yield Project(tmp, info, env)

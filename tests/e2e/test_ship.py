@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import copy_tracked
 
 pytestmark = pytest.mark.e2e
 
@@ -68,9 +68,11 @@ BASE_VARS = dict(greeting="hello-one", web_port=WEB_PORT, workers=1, db_name="fl
 def ship(tmp_path_factory: pytest.TempPathFactory) -> Ship:
     from deployer.sandbox import manager
 
-    project = tmp_path_factory.mktemp("shipproj")
-    shutil.copytree(EXAMPLE, project, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(".deployer"))
+    project = copy_tracked(EXAMPLE, tmp_path_factory.mktemp("shipproj"))
+    # The release id in a rendered file, as users want it for error trackers
+    # and /version endpoints: the no-op must still hold (test_second_ship_is_noop).
+    conf = project / "templates" / "docker_config.py.j2"
+    conf.write_text(conf.read_text() + "RELEASE = {{ release | tojson }}\n")
     # Short health timeout so the failing-release test stays quick.
     cfg = project / "deployer.yaml"
     cfg.write_text(cfg.read_text().replace("health_timeout: 180", "health_timeout: 90"))
@@ -109,6 +111,8 @@ def test_first_ship_from_fresh_hosts(ship: Ship) -> None:
     for h in report["hosts"]:
         assert h["connections"] == 1
     for h in hosts:
+        conf = ship.sh(h, "cat", "/opt/flaskpg/current/docker_config.py")
+        assert f'RELEASE = "{report["release"]}"' in conf
         body = get(h)
         assert body["greeting"] == "hello-one"
         assert "PostgreSQL" in body["database"]  # answered by PostgreSQL...
@@ -116,7 +120,10 @@ def test_first_ship_from_fresh_hosts(ship: Ship) -> None:
 
 
 def test_second_ship_is_noop(ship: Ship) -> None:
+    deployed = ship.sh(ship.info.hosts[0], "readlink", "/opt/flaskpg/current")  # type: ignore[attr-defined]
     report = ship.json("ship", "sandbox")
+    # A new release id, rendered into docker_config.py: still nothing to do.
+    assert report["release"] not in deployed
     assert set(results(report).values()) == {"unchanged"}
     for h in report["hosts"]:
         steps = [s["step"] for s in h["steps"]]
@@ -190,7 +197,8 @@ def test_killed_upload_leaves_no_incomplete_release(ship: Ship) -> None:
     h0 = ship.info.hosts[0]  # type: ignore[attr-defined]
     current = ship.json("releases", "sandbox")[h0.name]["current"]
     big = ship.project / "templates" / "big.j2"
-    big.write_text("{{ 'x' * 40000000 }}\n")
+    # 40 MB, within the template sandbox's bound on one '*' (a million items).
+    big.write_text("{% for _ in range(40) %}{{ 'x' * 1000000 }}{% endfor %}\n")
     cfg = ship.project / "deployer.yaml"
     original = cfg.read_text()
     cfg.write_text(original.replace(

@@ -162,6 +162,7 @@ class StepLog:
         self.events = events
         self.done: list[HostReport] = []
 
+    def start(self, hosts: list[str], batches: list[int]) -> None: ...
     def batch(self, no: int, hosts: list[str]) -> None: ...
 
     def step(self, host: str, step: str) -> None:

@@ -18,9 +18,9 @@ import pytest
 from deployer.commands import release
 from deployer.commands.base import cmd
 from deployer.config.inventory import Host
-from deployer.remote.base import Counting
 from deployer.release_files import ReleaseFile
 from deployer.release_tar import tar_stream
+from deployer.remote.base import Counting
 from deployer.remote.executor import CommandFailed, SSHExecutor
 
 from .conftest import SSHServer

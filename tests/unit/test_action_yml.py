@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from action_harness import EXPR, ROOT, Runner, load_action
+from conftest import copy_tracked
 
 SCHEMAS = ROOT / "tests" / "data" / "schemastore"
 WORKFLOW = ROOT / "examples" / "github-actions" / "deploy.yml"
@@ -183,8 +183,7 @@ def test_install_step_installs_this_checkout(runner: Runner, tmp_path: Path) -> 
 
 
 def project(runner: Runner) -> None:
-    shutil.copytree(EXAMPLE, runner.workspace / "app",
-                    ignore=shutil.ignore_patterns(".deployer"))
+    copy_tracked(EXAMPLE, runner.workspace / "app")
 
 
 def test_deploy_step_runs_the_cli_with_masks_and_outputs(runner: Runner) -> None:

@@ -142,6 +142,7 @@ class StepHook:
         self.on_step = on_step
         self.steps: list[str] = []
 
+    def start(self, hosts: list[str], batches: list[int]) -> None: ...
     def batch(self, no: int, hosts: list[str]) -> None: ...
 
     def step(self, host: str, step: str) -> None:
