@@ -109,8 +109,10 @@ def _key(loc: Loc) -> str:
 
 
 def read_dotenv(path: Path, display: str) -> dict[str, str]:
-    """A dotenv file: ``KEY=VALUE`` lines, ``export`` prefix, ``#`` comments,
-    single or double quotes. Small enough that a dependency is not worth it.
+    """A secrets_file: ``KEY=VALUE`` lines, ``export`` prefix, ``#`` comments,
+    single or double quotes. Deliberately not compose's dotenv syntax
+    (:mod:`deployer.project.dotenv`): values are literal, with no ``${VAR}``
+    expansion, so a password holding ``$`` arrives as written.
     A directory, FIFO, device, oversized, unreadable or non-UTF-8 file is a
     ConfigError (never a hang: see :mod:`deployer.config.readfile`)."""
     from deployer.config.readfile import read_text

@@ -201,15 +201,20 @@ class SSHExecutor:
         result = Result(command=command, exit_code=code, stdout=out, stderr=err,
                         duration=duration)
         log.debug("%s: $ %s -> exit %d in %.2fs", self.host, shown, code, duration)
+        return self._checked(result, step, check)
+
+    def _checked(self, result: Result, step: str, check: bool) -> Result:
+        """A failed result: log its stderr, name a sudo problem, and with
+        ``check`` raise with the (masked) tail of its output."""
         if not result.ok:
-            if err.strip():
-                log.debug("%s: stderr: %s", self.host, mask(err.strip()))
-            self._check_sudo(command, result, step)
+            if result.stderr.strip():
+                log.debug("%s: stderr: %s", self.host, mask(result.stderr.strip()))
+            self._check_sudo(result.command, result, step)
             if check:
-                tail = _tail(err) or _tail(out)
+                tail = _tail(result.stderr) or _tail(result.stdout)
                 raise CommandFailed(
                     self.host, step,
-                    f"exit code {code}" + (f": {tail}" if tail else ""),
+                    f"exit code {result.exit_code}" + (f": {tail}" if tail else ""),
                     result,
                 )
         return result
@@ -363,25 +368,19 @@ class SSHExecutor:
         :class:`deployer.remote.base.Executor`. Output is drained between
         chunks, so a chatty command cannot stall the stream."""
         conn = self.connect()
+        self._commands += 1
         line = command.shell(as_root=self.as_root)
         limit = timeout if timeout is not None else self.target.ssh.command_timeout
         step = _step(command)
         started = time.monotonic()
         code, out, err, sent = self._exec_stream(conn, line, iter(chunks), limit, step)
+        self._bytes += sent
         duration = time.monotonic() - started
         result = Result(command=command, exit_code=code, stdout=out, stderr=err,
                         duration=duration)
         log.debug("%s: $ %s  <<< %d bytes streamed -> exit %d in %.2fs", self.host,
                   mask(line), sent, code, duration)
-        if not result.ok:
-            if err.strip():
-                log.debug("%s: stderr: %s", self.host, mask(err.strip()))
-            self._check_sudo(command, result, step)
-            if check:
-                tail = _tail(err) or _tail(out)
-                raise CommandFailed(self.host, step,
-                                    f"exit code {code}" + (f": {tail}" if tail else ""), result)
-        return result
+        return self._checked(result, step, check)
 
     def _exec_stream(
         self, conn: Connection, line: str, chunks: Iterator[bytes], limit: float | None,
