@@ -74,6 +74,7 @@ class HostPlan:
             "files": {f.dest: manifest_entry(f) for f in self.files},
             "images": dict(self.images),
             "services": self.compose.services,
+            "profiles": list(self.compose.profiles),
             "created_by": who or deployer_identity(),
             "created_at": when or utc_timestamp(),
         }

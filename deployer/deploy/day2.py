@@ -16,6 +16,7 @@ from deployer.deploy.session import HostSession, LockHeld
 from deployer.deploy.ship import (
     ShipSettings,
     check_cancel,
+    manifest_profiles,
     manifest_services,
     restore,
     start_and_gate,
@@ -95,8 +96,10 @@ def _roll_back(session: HostSession, current: str | None, target: str,
                settings: ShipSettings) -> HostReport:
     run, ex = session.run, session.ex
     with run.step(f"read the manifest of {target}"):
-        services = manifest_services(session.manifest(target), [])
-    failure = start_and_gate(session, session.compose(target), services, None, settings,
+        manifest = session.manifest(target)
+    services = manifest_services(manifest, [])
+    compose = session.compose(target, profiles=manifest_profiles(manifest))
+    failure = start_and_gate(session, compose, services, None, settings,
                              step=f"compose up {target}")
     if failure is None:
         with run.step("switch current"):
@@ -106,8 +109,9 @@ def _roll_back(session: HostSession, current: str | None, target: str,
     error = f"release {target} unhealthy: {failure}"
     if current:
         with run.step(f"read the manifest of {current}"):
-            cur_services = manifest_services(session.manifest(current), services)
-        why = restore(session, current, cur_services, (), settings)
+            cur_manifest = session.manifest(current)
+        why = restore(session, current, manifest_services(cur_manifest, services), (), settings,
+                      manifest_profiles(cur_manifest))
         error += f"; {current} restored" if why is None else f"; restoring {current} {why}"
     return run.report("failed", release=current, error=error)
 

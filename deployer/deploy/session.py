@@ -67,9 +67,11 @@ class HostSession:
             self.facts = probe(self.ex)
         return self.facts
 
-    def compose(self, release_id: str, env: tuple[tuple[str, str], ...] = ()) -> Compose:
+    def compose(self, release_id: str, env: tuple[tuple[str, str], ...] = (),
+                profiles: tuple[str, ...] | None = None) -> Compose:
         """Compose commands for ``release_id``, run in its directory, the way
-        this host runs docker (compose v1 or v2, with sudo or not)."""
+        this host runs docker (compose v1 or v2, with sudo or not).
+        ``profiles``: that release's (from its manifest); default the session's."""
         facts = self.probe()
         return Compose(
             app=self.project.app,
@@ -78,7 +80,7 @@ class HostSession:
             sudo=facts.docker_sudo,
             cwd=release.release_dir(self.dir, release_id),
             env=env,
-            profiles=self.profiles,
+            profiles=self.profiles if profiles is None else profiles,
         )
 
     # -- state ---------------------------------------------------------------

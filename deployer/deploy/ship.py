@@ -92,13 +92,15 @@ def restore(
     services: list[str],
     env: tuple[tuple[str, str], ...],
     settings: ShipSettings,
+    profiles: tuple[str, ...] | None = None,
 ) -> str | None:
-    """Bring ``previous`` up again and wait until it is healthy (``current``
-    still points at it). Returns None when it is, else why not."""
+    """Bring ``previous`` up again, with the compose profiles it ran with,
+    and wait until it is healthy (``current`` still points at it). Returns
+    None when it is, else why not."""
     run, ex = session.run, session.ex
     try:
         with run.step(f"roll back to {previous}"):
-            old = session.compose(previous, env)
+            old = session.compose(previous, env, profiles)
             ex.run(old.up(), timeout=600)
             v = wait_healthy(ex, session.project.app, old.sudo, services, None,
                              settings.health_timeout, settings.poll_interval)
@@ -109,6 +111,15 @@ def restore(
 
 def manifest_services(manifest: dict[str, Any] | None, default: list[str]) -> list[str]:
     return list((manifest or {}).get("services") or default)
+
+
+def manifest_profiles(manifest: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The compose profiles a release ran with (None: a manifest from before
+    deployer recorded them, so the caller's own apply)."""
+    profiles = (manifest or {}).get("profiles")
+    if not isinstance(profiles, list):
+        return None
+    return tuple(str(p) for p in profiles)
 
 
 class HostShip:
@@ -248,7 +259,8 @@ class HostShip:
                               error=f"{failure} (first release: nothing to roll back to)")
         run.log(f"release {hp.release} failed ({failure}); rolling back to {previous}")
         services = manifest_services(state.manifest, hp.compose.services)
-        why = restore(self.session, previous, services, env, self.s)
+        why = restore(self.session, previous, services, env, self.s,
+                      manifest_profiles(state.manifest))
         if why is not None:
             return run.report("failed", release=previous,
                               error=f"{failure}; rollback to {previous} {why}")

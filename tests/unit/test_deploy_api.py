@@ -129,6 +129,27 @@ def test_rollback_goes_through_the_health_gate_and_says_from_and_to(
     ]
 
 
+def test_rollback_starts_each_release_with_the_profiles_it_ran_with(
+        make_project: MakeProject) -> None:
+    """A release's manifest records its compose profiles: going back to it
+    (and restoring the current one) enables those, not today's config's, so
+    no profile service is left on the release being left."""
+    project = _project(make_project())
+    hosts = Hosts({"list releases": [(0, _releases("r2", "r1", "r2"))],
+                   "take the deploy lock": [(0, "current=r2\n")],
+                   "read the manifest of r1": [(0, json.dumps({"services": ["web"],
+                                                               "profiles": ["worker"]}))],
+                   "read the manifest of r2": [(0, json.dumps({"services": ["web"],
+                                                               "profiles": ["debug"]}))],
+                   "check container health": [(0, UNHEALTHY), (0, HEALTHY)]})
+    day2.rollback(project, project.select("web-1"), None, Quiet(), RunOptions(executor=hosts))
+    ups = [c.command.argv for c in hosts.made["web-1"].calls
+           if isinstance(c, Call) and c.name == "compose up" and c.command is not None]
+    assert len(ups) == 2
+    assert "--profile" in ups[0] and ups[0][ups[0].index("--profile") + 1] == "worker"
+    assert "--profile" in ups[1] and ups[1][ups[1].index("--profile") + 1] == "debug"
+
+
 def test_unhealthy_rollback_restores_the_current_release_and_waits_for_it(
         make_project: MakeProject) -> None:
     project = _project(make_project())
