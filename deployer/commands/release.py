@@ -60,10 +60,6 @@ def release_dir(deploy_dir: str, release: str) -> str:
     return posixpath.join(deploy_dir, "releases", check_release_id(release))
 
 
-def partial_dir(deploy_dir: str, release: str) -> str:
-    return release_dir(deploy_dir, release) + PARTIAL
-
-
 _PREPARE = """
 set -e
 mkdir -p -- "$1/releases" "$1/shared"
@@ -80,30 +76,6 @@ def prepare(deploy_dir: str, user: str) -> Command:
         args=(deploy_dir, user),
         sudo=True,
         description=f"prepare {deploy_dir}",
-    ).command()
-
-
-_MAKE_PARTIAL = """
-set -e
-d="$1/releases/$2.partial"
-if [ -e "$1/releases/$2" ]; then echo "release $2 already exists" >&2; exit 4; fi
-rm -rf -- "$d"
-mkdir -p -- "$d"
-shift 2
-for sub in "$@"; do mkdir -p -- "$d/$sub"; done
-""".strip()
-
-
-def make_partial(deploy_dir: str, release: str, subdirs: Sequence[str] = ()) -> Command:
-    """An empty ``<id>.partial`` (plus ``subdirs`` for nested files), ready
-    for uploads; fails with exit 4 if the final release already exists."""
-    check_release_id(release)
-    for sub in subdirs:
-        _check_relative(sub)
-    return Script(
-        _MAKE_PARTIAL,
-        args=(deploy_dir, release, *subdirs),
-        description=f"create releases/{release}{PARTIAL}",
     ).command()
 
 
