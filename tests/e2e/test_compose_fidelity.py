@@ -215,7 +215,7 @@ class TestCopies:
         assert get(addr, COPY_PORT)["index"] == "<h1>v2</h1>\n"
         assert visit(addr, COPY_PORT) == 2  # the data survived the change
         rb = copies.json("rollback", "sandbox")
-        assert result(rb) == "deployed", rb
+        assert result(rb) == "rolled back", rb
         assert copies.current() == TestCopies.first
         body = get(addr, COPY_PORT)
         assert body["index"] == "<h1>v1</h1>\n"
@@ -276,7 +276,7 @@ class TestComposeFidelity:
         assert result(full.ship()) == "deployed"
         assert get(addr, FULL_PORT)["index"] == "<h1>v2</h1>\n"
         assert visit(addr, FULL_PORT) == 2
-        assert result(full.json("rollback", "sandbox")) == "deployed"
+        assert result(full.json("rollback", "sandbox")) == "rolled back"
         assert full.current() == TestComposeFidelity.first
         body = get(addr, FULL_PORT)
         assert body["index"] == "<h1>v1</h1>\n"
