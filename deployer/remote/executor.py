@@ -67,6 +67,10 @@ def _step(command: Command) -> str:
     return command.description or command.argv[0]
 
 
+def _text(chunks: list[bytes]) -> str:
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
 def _tail(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     tail = "; ".join(lines[-STDERR_TAIL_LINES:])
@@ -346,16 +350,10 @@ class SSHExecutor:
                 select.select([fd], [], [], wait)
                 # The pipe stays readable until the buffers are drained; clear it
                 # only after reading, so no wake-up is lost.
-            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
-            if code == -1 and not conn.active:
-                raise UnreachableError(self.host, f"connection lost during {step}")
+            code = self._exit_code(chan, conn, step)
         finally:
             chan.close()
-        return (
-            code,
-            b"".join(out).decode("utf-8", "replace"),
-            b"".join(err).decode("utf-8", "replace"),
-        )
+        return code, _text(out), _text(err)
 
     # -- streamed stdin ------------------------------------------------------
 
@@ -445,17 +443,18 @@ class SSHExecutor:
                 remaining = left()
                 select.select([chan.fileno()], [], [],
                               0.5 if remaining is None else min(0.5, remaining))
-            code = chan.recv_exit_status() if chan.exit_status_ready() else -1
-            if code == -1 and not conn.active:
-                raise UnreachableError(self.host, f"connection lost during {step}")
+            code = self._exit_code(chan, conn, step)
         finally:
             chan.close()
-        return (
-            code,
-            b"".join(out).decode("utf-8", "replace"),
-            b"".join(err).decode("utf-8", "replace"),
-            sent,
-        )
+        return code, _text(out), _text(err), sent
+
+    def _exit_code(self, chan: paramiko.Channel, conn: Connection, step: str) -> int:
+        """The finished command's exit code; -1 when none arrived, which is
+        an unreachable host when the connection died under it."""
+        code = chan.recv_exit_status() if chan.exit_status_ready() else -1
+        if code == -1 and not conn.active:
+            raise UnreachableError(self.host, f"connection lost during {step}")
+        return code
 
     # -- files ---------------------------------------------------------------
 
