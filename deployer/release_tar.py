@@ -178,7 +178,13 @@ def write_plan(plan: Plan, out_dir: Path) -> list[Path]:
                 )
             shutil.rmtree(target)
         manifest = hp.manifest_bytes(who="plan --out", when=_plan_time(plan.release))
-        write_release(release_files(hp, manifest), hp.dirs, target)
+        try:
+            write_release(release_files(hp, manifest), hp.dirs, target)
+        except OSError as e:  # a file as --out, a read-only or full disk, no permission
+            raise ConfigError(
+                f"--out {out_dir}: cannot write {target}: {e.strerror or e}",
+                "pass a directory you can write to (it is created if missing)",
+            ) from None
         written.append(target)
     return written
 

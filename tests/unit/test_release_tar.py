@@ -349,3 +349,11 @@ def test_plan_out_refuses_a_host_name_that_is_not_a_folder_name(copy_project: Pa
     p = deployer("-C", str(copy_project), "plan", "prod", "--out", str(tmp_path / "out"))
     assert_config_error(p, "host name '../escape'")  # the inventory refuses it already
     assert not (tmp_path / "escape").exists()
+
+
+def test_plan_out_into_a_file_is_one_clear_error(copy_project: Path, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("x")
+    p = deployer("-C", str(copy_project), "plan", "prod", "--out", str(not_a_dir))
+    assert_config_error(p, f"--out {not_a_dir}: cannot write")
+    assert "internal error" not in p.stderr and not_a_dir.read_text() == "x"
