@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from deployer.commands.release import MANIFEST
+from deployer.commands.release import HEALTH, MANIFEST
 from deployer.config import Host, Project
 from deployer.errors import ConfigError
 from deployer.images.refs import image_ref
@@ -169,8 +169,9 @@ def build_plan(
                 f"rendered for host {host.name}",
                 "add it under files (template + dest), or set compose_file",
             )
-        if MANIFEST in by_dest:
-            raise ConfigError(f"deployer.yaml: dest {MANIFEST!r} is reserved for deployer")
+        for reserved in (MANIFEST, HEALTH):
+            if reserved in by_dest:
+                raise ConfigError(f"deployer.yaml: dest {reserved!r} is reserved for deployer")
         cf = by_dest[compose_dest]
         own = file_copies(files_for(project, host), files_origin(project, host))
         listed = expander.expand(own)
@@ -192,8 +193,9 @@ def build_plan(
         # A template rendered to a path inside a copied directory replaces
         # the copied file there.
         files += [f for f in copied.files if f.dest not in by_dest]
-        if any(f.dest == MANIFEST for f in copied.files):
-            raise ConfigError(f"{host.name}: a copied file would land on {MANIFEST!r}, "
+        landed = {f.dest for f in copied.files} & {MANIFEST, HEALTH}
+        if landed:
+            raise ConfigError(f"{host.name}: a copied file would land on {min(landed)!r}, "
                               "which is reserved for deployer", "exclude it or change dest")
         plan.hosts.append(HostPlan(host, release, files, compose, dict(images),
                                    list(copied.dirs)))

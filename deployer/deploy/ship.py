@@ -109,6 +109,15 @@ def restore(
     return None if v.healthy else f"unhealthy too: {v.describe()}"
 
 
+def record_failed(session: HostSession, release_id: str, when: str) -> None:
+    """Note on the host that ``release_id`` failed its health gate, so
+    rollback never goes there and prune does not keep it. Best effort: the
+    host may be the reason it failed, and then rolling back matters more."""
+    with contextlib.suppress(HostError):
+        session.ex.run(release.record_health(session.dir, release_id, release.FAILED, when),
+                       check=False)
+
+
 def manifest_services(manifest: dict[str, Any] | None, default: list[str]) -> list[str]:
     return list((manifest or {}).get("services") or default)
 
@@ -236,7 +245,7 @@ class HostShip:
                          tar_stream(files, hp.dirs), timeout=900)
         except SourceChanged as e:
             raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
-        ex.run(release.finalize(self.dir, hp.release))
+        ex.run(release.finalize(self.dir, hp.release, self.s.when))
 
     def _up_and_gate(
         self, compose: Compose, state: release.RemoteState, env: tuple[tuple[str, str], ...]
@@ -246,11 +255,14 @@ class HostShip:
                                  hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit)
         if failure is None:
             with run.step("switch current"):
-                ex.run(release.switch_current(self.dir, hp.release))
+                ex.run(release.switch_current(self.dir, hp.release, self.s.when))
             with run.step("prune releases"):
-                ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
+                pruned = ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
+            for kept in release.parse_prune_failures(pruned.stdout):
+                run.log(f"prune: could not remove release {kept}")
             return run.report("deployed")
-        # The new release did not come up healthy: bring the old one back.
+        # The new release did not come up healthy: record it, bring the old one back.
+        record_failed(self.session, hp.release, self.s.when)
         previous = state.current
         if not previous:
             with run.step("stop failed release"):

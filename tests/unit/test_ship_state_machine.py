@@ -29,6 +29,7 @@ from deployer.report.model import HostReport, RunReport
 
 NEW = "r2"  # the release this ship creates
 OLD = "r1"
+FAILED_RECORD = f"record that {NEW} failed its health gate"
 D = "/opt/shop"
 FACTS = MARKER + "\n" + "".join(f"{k}={v}\n" for k, v in PLAN_FACTS.items())
 HEALTHY = healthy_rows("shop", ["web"], [])
@@ -94,13 +95,15 @@ def cases(fp: str) -> list[Case]:
              {"read current release": [(0, state(OLD))],
               "take the deploy lock": [(0, f"current={OLD}\n")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
-             BEFORE_LOCK + LOCKED + ["compose logs web", "compose up", "check container health"]
+             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD, "compose up",
+                                     "check container health"]
              + CLEANUP,
              "rolled back", OLD, error="web: exited with code 1", rolled_back_from=NEW),
         Case("failed first release",
              {"read current release": [(0, state(None))],
               "check container health": [(0, UNHEALTHY)]},
-             BEFORE_LOCK + PREPARE + LOCKED + ["compose logs web", "compose down"] + CLEANUP,
+             BEFORE_LOCK + PREPARE + LOCKED + ["compose logs web", FAILED_RECORD, "compose down"]
+             + CLEANUP,
              "failed", None, error="first release: nothing to roll back to"),
         Case("lock held",
              {"read current release": [(0, state(OLD))], "take the deploy lock": [LOCK_HELD]},
@@ -117,7 +120,8 @@ def cases(fp: str) -> list[Case]:
               "take the deploy lock": [(0, "current=r3\n")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
              [*BEFORE_LOCK, "take the deploy lock", "read current release", *LOCKED[1:],
-              "compose logs web", "compose up", "check container health", *CLEANUP],
+              "compose logs web", FAILED_RECORD, "compose up", "check container health",
+              *CLEANUP],
              "rolled back", "r3", error="web: exited with code 1", rolled_back_from=NEW),
         Case("upload fails: the lock is given back, the error names the step",
              {"read current release": [(0, state(OLD))],
