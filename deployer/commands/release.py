@@ -226,6 +226,7 @@ else
 fi
 t=$(readlink -- "$1/current" 2>/dev/null) || t=
 printf 'current=%s\\n' "${t##*/}"
+head -n 3 -- "$1/.deployer-owner" 2>/dev/null | sed 's/^/owner_/'
 if [ -n "$t" ] && [ -f "$1/current/manifest.json" ]; then
   printf '%s\\n' '--- manifest'
   cat -- "$1/current/manifest.json"
@@ -248,6 +249,9 @@ class RemoteState:
     writable: bool  # the SSH user owns the tree: :func:`prepare` can be skipped
     current: str | None
     manifest_text: str | None = field(default=None, repr=False)
+    #: The deploy dir's owner file (``app``, ``env``, ``project``), empty
+    #: when it has none (see :mod:`deployer.deploy.ownership`).
+    owner: tuple[tuple[str, str], ...] = ()
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -273,7 +277,12 @@ def parse_state(stdout: str) -> RemoteState:
         writable=kv.get("writable") == "1",
         current=kv.get("current") or None,
         manifest_text=manifest if sep else None,
+        owner=_owner(kv),
     )
+
+
+def _owner(kv: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k[len("owner_"):], v) for k, v in kv.items() if k.startswith("owner_")))
 
 
 # The fingerprint from a manifest's text and the first word (verdict) and
@@ -293,6 +302,7 @@ _LIST = (_READ + """
 cd -- "$1/releases" 2>/dev/null || exit 0
 t=$(readlink -- ../current 2>/dev/null) || t=
 printf 'current=%s\\n' "${t##*/}"
+head -n 3 -- ../.deployer-owner 2>/dev/null | sed 's/^/owner_/'
 for r in *; do
   [ -d "$r" ] || continue
   case "$r" in
@@ -328,6 +338,7 @@ class Releases:
     partials: tuple[str, ...] = ()
     fingerprints: tuple[tuple[str, str], ...] = ()
     records: tuple[tuple[str, str], ...] = ()
+    owner: tuple[tuple[str, str], ...] = ()  # as in :class:`RemoteState`
 
     def health(self, rid: str) -> str:
         """:data:`PASSED`, :data:`FAILED`, :data:`NEVER_RAN` or :data:`UNKNOWN`."""
@@ -384,9 +395,12 @@ def parse_releases(stdout: str) -> Releases:
     fps: list[tuple[str, str]] = []
     records: list[tuple[str, str]] = []
     current: str | None = None
+    owner: dict[str, str] = {}
     for line in stdout.splitlines():
         key, _, value = line.partition("=")
-        if key == "current":
+        if key.startswith("owner_"):
+            owner[key] = value
+        elif key == "current":
             current = value or None
         elif key == "release" and value:
             rid, _, rest = value.partition(" ")
@@ -399,7 +413,7 @@ def parse_releases(stdout: str) -> Releases:
         elif key == "partial" and value:
             partials.append(value)
     return Releases(tuple(sorted(releases)), current, tuple(sorted(partials)), tuple(sorted(fps)),
-                    tuple(sorted(records)))
+                    tuple(sorted(records)), _owner(owner))
 
 
 # Removing a release: first renamed to `<id>.partial` (atomic), so a release

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from deployer.commands import health, release
 from deployer.config import Host, Project
+from deployer.deploy import ownership
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
@@ -68,6 +69,7 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
         session.ensure_docker()
         with run.step("list releases"):
             rel = session.releases()
+        ownership.check(project, host.name, rel.owner)
         target = to or rel.previous()
         if not target:
             return run.report("failed", release=rel.current,
@@ -126,7 +128,8 @@ def status(project: Project, hosts: list[Host], reporter: Reporter,
         session = HostSession(project, host, ex, run)
         with run.step("status"):
             facts = session.probe()
-            res = ex.run(health.containers(project.app, sudo=facts.docker_sudo), check=False)
+            res = ex.run(health.containers(project.project_name, sudo=facts.docker_sudo),
+                         check=False)
             rows[host.name] = health.parse_containers(res.stdout)
             st = session.read_state()
         return run.report("ok", release=st.current, detail=f"{len(rows[host.name])} containers")

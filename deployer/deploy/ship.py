@@ -28,6 +28,7 @@ from typing import Any
 from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
 from deployer.config import Project
+from deployer.deploy import ownership
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
@@ -75,7 +76,7 @@ def start_and_gate(
         with run.step(step):
             ex.run(compose.up(), timeout=max(600.0, settings.health_timeout))
         with run.step("wait healthy"):
-            verdict = wait_healthy(ex, session.project.app, compose.sudo, services, oneshot,
+            verdict = wait_healthy(ex, compose.app, compose.sudo, services, oneshot,
                                    settings.health_timeout, settings.poll_interval, may_exit)
     except HostError as e:
         return e.message
@@ -102,7 +103,7 @@ def restore(
         with run.step(f"roll back to {previous}"):
             old = session.compose(previous, env, profiles)
             ex.run(old.up(), timeout=600)
-            v = wait_healthy(ex, session.project.app, old.sudo, services, None,
+            v = wait_healthy(ex, old.app, old.sudo, services, None,
                              settings.health_timeout, settings.poll_interval)
     except HostError as e:
         return f"failed: {e.message}"
@@ -175,9 +176,12 @@ class HostShip:
         # Debian 12). An unchanged host so costs one command instead of two,
         # which the benchmark showed as most of a no-op ship's time per host.
         state = self._read_state()
+        ownership.check(self.project, hp.host.name, state.owner)
         if self._unchanged(state):
             return run.report("unchanged", release=state.current, detail="nothing changed")
         self.session.ensure_docker()
+        if not state.owner:
+            ownership.guard_unowned(self.session)
         self.session.ensure_writable(state)
         self._check_cancel("lock")
         try:
@@ -191,6 +195,8 @@ class HostShip:
                     if self._unchanged(state):
                         return run.report("unchanged", release=state.current,
                                           detail="nothing changed")
+                if not state.owner:
+                    ownership.claim(self.session)
                 return self._locked_ship(state)
         except LockHeld as e:
             return run.report(
