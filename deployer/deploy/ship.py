@@ -192,6 +192,7 @@ class HostShip:
                     # to roll back to, and whether anything changed, must
                     # come from now.
                     state = self._read_state()
+                    ownership.check(self.project, hp.host.name, state.owner)
                     if self._unchanged(state):
                         return run.report("unchanged", release=state.current,
                                           detail="nothing changed")
