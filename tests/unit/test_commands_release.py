@@ -381,3 +381,36 @@ def test_ensure_shared_creates_dirs(tree: Path) -> None:
     assert (tree / "shared" / "pg-data").is_dir()
     assert (tree / "shared" / "uploads" / "img").is_dir()
     ok(release.ensure_shared(str(tree), []))  # nothing asked: still fine
+
+
+def test_renames_are_flushed_to_disk_before_and_after(tree: Path, tmp_path: Path) -> None:
+    """A `sync` on PATH that logs what it flushes and what the directory
+    holds at that moment: the partial is flushed before its rename, the new
+    `current` link before it replaces the old, each directory after."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sync.log"
+    (bin_dir / "sync").write_text(
+        f'#!/bin/sh\nprintf "%s | %s\\n" "$*" "$(ls -A | tr "\\n" " ")" >> {log}\n')
+    (bin_dir / "sync").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def run_logged(cmd: Command) -> list[str]:
+        log.write_text("")
+        res = subprocess.run(["sh", "-c", cmd.shell(as_root=True)], env=env,
+                             capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        return log.read_text().splitlines()
+
+    received(tree, "r1")
+    calls = run_logged(release.finalize(str(tree), "r1", WHEN))
+    # in releases/: the partial (with its record) flushed while it is still
+    # the partial, then the directory after the rename
+    assert calls == ["-f -- r1.partial | r1.partial ", "-- . | r1 "]
+    calls = run_logged(release.switch_current(str(tree), "r1", WHEN))
+    # the record (temporary file, then its directory), the link before its
+    # rename, the deploy dir after it
+    assert calls[0].startswith(f"-- releases/r1/{release.HEALTH}.tmp |")
+    assert calls[1].startswith("-- releases/r1 |")
+    assert calls[2].startswith("-f -- . |") and "current.tmp" in calls[2]
+    assert calls[3].startswith("-- . |") and "current.tmp" not in calls[3]
