@@ -149,7 +149,7 @@ def deployer_once(project_dir: str, release_id: str, n: int) -> None:
             files = release_files(hp, hp.manifest_bytes("bench", "now"))
             ex.stream_in(release.receive_release(project.deploy_dir, release_id),
                          tar_stream(files, hp.dirs))
-            ex.run(release.finalize(project.deploy_dir, release_id))
+            ex.run(release.finalize(project.deploy_dir, release_id, "2026-01-01T00:00:00Z"))
             return ex.commands, ex.bytes_uploaded, len(files)
 
     with ThreadPoolExecutor(max_workers=len(plan.hosts)) as pool:

@@ -98,14 +98,16 @@ def rollback(
 
 def releases(ctx: typer.Context, env: str = EnvArg,
              limit: Optional[str] = LimitOpt) -> None:  # noqa: UP045
-    """Releases per host, the current one marked."""
+    """Releases per host, the current one marked, each with whether it passed
+    its health gate (passed, failed, never ran, unknown)."""
     from deployer.cli.output import out, raw
     from deployer.deploy import api
 
     state, target = _target(ctx, env, limit)
     run, found = api.releases(target, _quiet())
     if state.output == "json":
-        raw(json.dumps({h: {"current": r.current, "releases": list(r.releases)}
+        raw(json.dumps({h: {"current": r.current, "releases": list(r.releases),
+                            "health": {rid: r.health(rid) for rid in r.releases}}
                         for h, r in found.items()}, indent=2))
     else:
         for h in run.hosts:
@@ -114,7 +116,8 @@ def releases(ctx: typer.Context, env: str = EnvArg,
                 continue
             out(f"[bold]{h.host}[/bold]")
             for rid in reversed(r.releases):
-                out(f"  {'*' if rid == r.current else ' '} {rid}", markup=False)
+                out(f"  {'*' if rid == r.current else ' '} {rid}  {r.health(rid)}",
+                    markup=False)
     _errors_only(run)
 
 

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 # What plan adds to a step's name, so the output says what ship decides there.
 _STEP_NOTES = {
-    "read current release": "unchanged if its manifest fingerprint is {fingerprint}",
+    "read current release": "unchanged if its manifest's public_fingerprint is {fingerprint} "
+                            "and its secret files are the same",
     "check docker": "bootstrap if missing: `deployer bootstrap` shows how",
     "wait healthy": "up to {timeout}s; services: {services}",
     "prune releases": "keep {keep}",
@@ -57,9 +58,11 @@ def run_check(state: State, env: str) -> None:
 def file_row(f: ReleaseFile) -> dict[str, Any]:
     """A release file as ``plan`` shows it: a secret's hash is never shown,
     and a copy's bytes are not printed (binary, and possibly large)."""
+    from deployer.plan import holds_secret
+
     row: dict[str, Any] = {"dest": f.dest, "mode": f"{f.mode:04o}", "size": f.length,
                            "kind": f.kind, "origin": f.origin,
-                           "sha256": "secret" if f.secret else f.sha256}
+                           "sha256": "secret" if holds_secret(f) else f.sha256}
     if f.kind == "template":
         row["content"] = f.content.decode(errors="replace")
     return row
@@ -78,7 +81,7 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
         "hosts": [],
     }
     for hp in plan.hosts:
-        facts = {"fingerprint": hp.fingerprint[:12],
+        facts = {"fingerprint": hp.public_fingerprint[:12],
                  "timeout": f"{p.config.health_timeout:.0f}",
                  "services": ", ".join(hp.compose.services),
                  "keep": str(p.config.keep_releases),
@@ -90,7 +93,7 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
             "groups": list(hp.host.groups),
             "services": hp.compose.services,
             "shared_dirs": hp.compose.shared_dirs,
-            "fingerprint": hp.fingerprint,
+            "fingerprint": hp.public_fingerprint,
             "files": [file_row(f) for f in hp.files],
             "steps": [
                 {"step": s.name,

@@ -2,9 +2,10 @@
 
 v2 is the ``docker compose`` CLI plugin, v1 the ``docker-compose`` binary
 (see :mod:`deployer.commands.facts`). Every command names the project
-(``-p <app>``) and the file (``-f <file>``, relative to the release directory
-it runs in): the project name is what keeps named volumes and networks the
-same across releases and rollbacks, so it must never depend on the directory.
+(``-p <project>``: the inventory's ``project_name``, default the app) and the
+file (``-f <file>``, relative to the release directory it runs in): the
+project name is what keeps named volumes and networks the same across
+releases and rollbacks, so it must never depend on the directory.
 Only flags both variants accept are used.
 
 Roles: the per-host compose file already holds only the host's services

@@ -85,10 +85,27 @@ class ContainerRow:
     oom_killed: bool = False
 
 
+#: How much of a failing healthcheck's output the failure message keeps:
+#: its last lines, where a traceback or a curl error says what went wrong.
+HEALTH_OUTPUT_LINES = 3
+HEALTH_OUTPUT_CHARS = 300
+
+
+def last_lines(text: str, lines: int = HEALTH_OUTPUT_LINES,
+               chars: int = HEALTH_OUTPUT_CHARS) -> str:
+    """The last ``lines`` non-blank lines of ``text``, whitespace collapsed,
+    joined by `` | ``, and at most the last ``chars`` characters of that
+    (cut at the front, marked ``...``): a Python healthcheck's traceback
+    ends with the error, so its end is what the message must show."""
+    kept = [" ".join(line.split()) for line in text.splitlines() if line.strip()][-lines:]
+    out = " | ".join(kept)
+    return out if len(out) <= chars else "..." + out[len(out) - chars + 3:]
+
+
 def _last_health_output(health: dict[str, Any]) -> str:
     log = health.get("Log")
     if isinstance(log, list) and log and isinstance(log[-1], dict):
-        return " ".join(str(log[-1].get("Output") or "").split())[:300]
+        return last_lines(str(log[-1].get("Output") or ""))
     return ""
 
 

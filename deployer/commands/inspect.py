@@ -53,8 +53,10 @@ if [ -n "$t" ] && cd -- "$d/current/" 2>/dev/null; then
   if [ -f manifest.json ]; then
     printf 'manifest '; base64 < manifest.json | tr -d '\n'; printf '\n'
   fi
-  find . -path ./manifest.json -prune -o -type f -exec stat -c 'mode %a %n' -- {} + 2>/dev/null
-  sums=$(find . -path ./manifest.json -prune -o -type f -exec sha256sum -- {} + 2>/dev/null)
+  find . \( -path ./manifest.json -o -path ./.deployer-health \) -prune \
+    -o -type f -exec stat -c 'mode %a %n' -- {} + 2>/dev/null
+  sums=$(find . \( -path ./manifest.json -o -path ./.deployer-health \) -prune \
+    -o -type f -exec sha256sum -- {} + 2>/dev/null)
   [ -z "$sums" ] || printf '%s\n' "$sums" | sed 's/^/sha256 /'
   { [ -z "$sums" ] || printf '%s\n' "$sums"; printf '%s\n' '@@want'; cat; } | awk '
     $0 == "@@want" { want = 1; next }

@@ -50,7 +50,14 @@ class Project:
 
     @property
     def deploy_dir(self) -> str:
-        return self.config.remote_dir
+        """The inventory's ``deploy_dir``, else deployer.yaml's, else ``/opt/<app>``."""
+        return self.inventory.deploy_dir or self.config.remote_dir
+
+    @property
+    def project_name(self) -> str:
+        """The compose project on the hosts: the inventory's ``project_name``,
+        else the app (what every deployment before that key used)."""
+        return self.inventory.project_name or self.config.app
 
     def path(self, rel: str) -> Path:
         """A project-relative path (as written in the YAML) made absolute."""

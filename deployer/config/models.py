@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")  # what compose accepts for -p
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A DNS name or an ssh_config alias: labels of letters, digits, '_' and '-',
 # none starting with '-' (it would be read as an option by ssh, or by a
@@ -520,6 +521,26 @@ class InventoryConfig(Strict):
     secrets_file: str | None = None
     #: compose profiles for this environment (overrides deployer.yaml's).
     profiles: list[str] | None = None
+    #: This environment's deploy dir on its hosts (overrides deployer.yaml's).
+    deploy_dir: str | None = None
+    #: The compose project name on its hosts (default: the app). Two
+    #: environments on one host need different ones (and deploy dirs).
+    project_name: str | None = None
+
+    @field_validator("deploy_dir")
+    @classmethod
+    def _deploy_dir(cls, v: str | None) -> str | None:
+        return check_deploy_dir(v) if v is not None else v
+
+    @field_validator("project_name")
+    @classmethod
+    def _project_name(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) > 63 or not PROJECT_NAME.fullmatch(v)):
+            raise ValueError(
+                f"{v[:70]!r} is not a valid compose project name: lowercase letters, digits, "
+                "'-' and '_', starting with a letter or digit, at most 63"
+            )
+        return v
 
     @field_validator("groups")
     @classmethod

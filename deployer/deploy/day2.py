@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from deployer.commands import health, release
 from deployer.config import Host, Project
+from deployer.deploy import ownership
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
@@ -18,6 +19,7 @@ from deployer.deploy.ship import (
     check_cancel,
     manifest_profiles,
     manifest_services,
+    record_failed,
     restore,
     start_and_gate,
 )
@@ -67,14 +69,15 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
         session.ensure_docker()
         with run.step("list releases"):
             rel = session.releases()
+        ownership.check(project, host.name, rel.owner)
         target = to or rel.previous()
         if not target:
             return run.report("failed", release=rel.current,
-                              error="no earlier release to roll back to")
-        if target not in rel.releases:
-            return run.report("failed", release=rel.current,
-                              error=f"release {target} not found on this host "
-                              f"(have: {', '.join(rel.releases) or 'none'})")
+                              error="no earlier release that passed its health gate to "
+                              "roll back to (see `deployer releases`)")
+        refused = rel.refuse_target(target)
+        if refused:
+            return run.report("failed", release=rel.current, error=refused)
         if target == rel.current:
             return run.report("unchanged", release=target, detail="already current")
         check_cancel(settings, host.name, "lock")
@@ -103,9 +106,10 @@ def _roll_back(session: HostSession, current: str | None, target: str,
                              step=f"compose up {target}")
     if failure is None:
         with run.step("switch current"):
-            ex.run(release.switch_current(session.dir, target))
+            ex.run(release.switch_current(session.dir, target, settings.when))
         return run.report("rolled back", release=target, rolled_back_from=current,
                           detail=f"from {current or 'none'} to {target}")
+    record_failed(session, target, settings.when)
     error = f"release {target} unhealthy: {failure}"
     if current:
         with run.step(f"read the manifest of {current}"):
@@ -124,7 +128,8 @@ def status(project: Project, hosts: list[Host], reporter: Reporter,
         session = HostSession(project, host, ex, run)
         with run.step("status"):
             facts = session.probe()
-            res = ex.run(health.containers(project.app, sudo=facts.docker_sudo), check=False)
+            res = ex.run(health.containers(project.project_name, sudo=facts.docker_sudo),
+                         check=False)
             rows[host.name] = health.parse_containers(res.stdout)
             st = session.read_state()
         return run.report("ok", release=st.current, detail=f"{len(rows[host.name])} containers")

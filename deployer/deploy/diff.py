@@ -673,7 +673,7 @@ def plan_diff(
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         hp = by_host[host.name]
         with run.step("inspect"):
-            res = ex.run(inspect_host(project.deploy_dir, project.app, wanted(hp)))
+            res = ex.run(inspect_host(project.deploy_dir, project.project_name, wanted(hp)))
             try:
                 ins = parse_inspection(res.stdout)
             except ValueError as e:

@@ -98,7 +98,7 @@ class ScriptedAnswer:
             "probe host facts": MARKER + "\n" + "".join(f"{k}={v}\n" for k, v in facts.items()),
             "read current release": EMPTY_STATE,
             "take the deploy lock": "current=\n",
-            "check container health": healthy_rows(project.app, hp.compose.services,
+            "check container health": healthy_rows(project.project_name, hp.compose.services,
                                                    hp.compose.oneshot or []),
         }
 

@@ -74,7 +74,7 @@ class HostSession:
         ``profiles``: that release's (from its manifest); default the session's."""
         facts = self.probe()
         return Compose(
-            app=self.project.app,
+            app=self.project.project_name,
             file=self.project.config.compose_file,
             variant=facts.compose or "v2",
             sudo=facts.docker_sudo,

@@ -28,6 +28,7 @@ from typing import Any
 from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
 from deployer.config import Project
+from deployer.deploy import ownership
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
@@ -75,7 +76,7 @@ def start_and_gate(
         with run.step(step):
             ex.run(compose.up(), timeout=max(600.0, settings.health_timeout))
         with run.step("wait healthy"):
-            verdict = wait_healthy(ex, session.project.app, compose.sudo, services, oneshot,
+            verdict = wait_healthy(ex, compose.app, compose.sudo, services, oneshot,
                                    settings.health_timeout, settings.poll_interval, may_exit)
     except HostError as e:
         return e.message
@@ -102,11 +103,20 @@ def restore(
         with run.step(f"roll back to {previous}"):
             old = session.compose(previous, env, profiles)
             ex.run(old.up(), timeout=600)
-            v = wait_healthy(ex, session.project.app, old.sudo, services, None,
+            v = wait_healthy(ex, old.app, old.sudo, services, None,
                              settings.health_timeout, settings.poll_interval)
     except HostError as e:
         return f"failed: {e.message}"
     return None if v.healthy else f"unhealthy too: {v.describe()}"
+
+
+def record_failed(session: HostSession, release_id: str, when: str) -> None:
+    """Note on the host that ``release_id`` failed its health gate, so
+    rollback never goes there and prune does not keep it. Best effort: the
+    host may be the reason it failed, and then rolling back matters more."""
+    with contextlib.suppress(HostError):
+        session.ex.run(release.record_health(session.dir, release_id, release.FAILED, when),
+                       check=False)
 
 
 def manifest_services(manifest: dict[str, Any] | None, default: list[str]) -> list[str]:
@@ -166,9 +176,12 @@ class HostShip:
         # Debian 12). An unchanged host so costs one command instead of two,
         # which the benchmark showed as most of a no-op ship's time per host.
         state = self._read_state()
+        ownership.check(self.project, hp.host.name, state.owner)
         if self._unchanged(state):
             return run.report("unchanged", release=state.current, detail="nothing changed")
         self.session.ensure_docker()
+        if not state.owner:
+            ownership.guard_unowned(self.session)
         self.session.ensure_writable(state)
         self._check_cancel("lock")
         try:
@@ -179,9 +192,12 @@ class HostShip:
                     # to roll back to, and whether anything changed, must
                     # come from now.
                     state = self._read_state()
+                    ownership.check(self.project, hp.host.name, state.owner)
                     if self._unchanged(state):
                         return run.report("unchanged", release=state.current,
                                           detail="nothing changed")
+                if not state.owner:
+                    ownership.claim(self.session)
                 return self._locked_ship(state)
         except LockHeld as e:
             return run.report(
@@ -236,7 +252,7 @@ class HostShip:
                          tar_stream(files, hp.dirs), timeout=900)
         except SourceChanged as e:
             raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
-        ex.run(release.finalize(self.dir, hp.release))
+        ex.run(release.finalize(self.dir, hp.release, self.s.when))
 
     def _up_and_gate(
         self, compose: Compose, state: release.RemoteState, env: tuple[tuple[str, str], ...]
@@ -246,11 +262,14 @@ class HostShip:
                                  hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit)
         if failure is None:
             with run.step("switch current"):
-                ex.run(release.switch_current(self.dir, hp.release))
+                ex.run(release.switch_current(self.dir, hp.release, self.s.when))
             with run.step("prune releases"):
-                ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
+                pruned = ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
+            for kept in release.parse_prune_failures(pruned.stdout):
+                run.log(f"prune: could not remove release {kept}")
             return run.report("deployed")
-        # The new release did not come up healthy: bring the old one back.
+        # The new release did not come up healthy: record it, bring the old one back.
+        record_failed(self.session, hp.release, self.s.when)
         previous = state.current
         if not previous:
             with run.step("stop failed release"):

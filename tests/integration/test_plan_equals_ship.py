@@ -224,6 +224,10 @@ def test_plan_prints_the_commands_ship_runs(project_dir: Path, no_agent: None) -
     assert os.readlink(deploy / "current") == f"releases/{stamp.release}"
     assert (deploy / "releases" / stamp.release / "conf" / "app.env").read_text() == \
         "GREETING=hello\n"
-    assert sorted(p.name for p in deploy.iterdir()) == ["current", "releases", "shared"]
+    assert sorted(p.name for p in deploy.iterdir()) == [
+        ".deployer-owner", "current", "releases", "shared"]
+    assert (deploy / ".deployer-owner").read_text() == "app=planeq\nenv=test\nproject=planeq\n"
+    health = deploy / "releases" / stamp.release / ".deployer-health"
+    assert health.read_text().startswith("passed ")
     compose = (deploy / "releases" / stamp.release / "docker-compose.yaml").read_text()
     assert f"image: registry.example.com:5000/planeq/web:t1@{digest}" in compose

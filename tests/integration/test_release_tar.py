@@ -70,7 +70,7 @@ def test_release_arrives_as_one_stream_with_exact_modes(
         assert ex.bytes_uploaded > len(BIG)
         partial = deploy / "releases" / "r1.partial"
         _check_tree(partial, files)
-        ssh.run(release.finalize(str(deploy), "r1"))
+        ssh.run(release.finalize(str(deploy), "r1", "2026-01-01T00:00:00Z"))
         assert (deploy / "releases" / "r1" / ".env").read_bytes() == b"PASSWORD=s3cret\n"
         assert ssh.connections_opened == 1
 

@@ -11,6 +11,7 @@ from deployer.commands.health import (
     ContainerRow,
     containers,
     evaluate,
+    last_lines,
     parse_containers,
 )
 
@@ -83,7 +84,7 @@ def test_parse_unhealthy_with_output_and_oneoff() -> None:
         }
     )
     (r,) = parse_containers(line)
-    assert r.health == "unhealthy" and r.health_output == "curl: (7) refused" and r.oneoff
+    assert r.health == "unhealthy" and r.health_output == "curl: (7) | refused" and r.oneoff
 
 
 def test_healthy_when_all_running_healthy_or_oneshots_done() -> None:
@@ -186,3 +187,30 @@ def test_every_replica_counts() -> None:
 
 def test_no_expected_services_is_trivially_healthy() -> None:
     assert evaluate([], []).healthy
+
+
+def test_failing_python_healthcheck_is_reported_by_its_last_lines() -> None:
+    # A Python healthcheck fails with a traceback: its first 200 characters
+    # are frames, the error is the last line.
+    frames = "".join(
+        f'  File "/usr/lib/python3.12/urllib/request.py", line {n}, in open\n'
+        f"    response = meth(req, response)\n" for n in range(500, 510))
+    output = ("Traceback (most recent call last):\n" + frames
+              + "urllib.error.HTTPError: HTTP Error 503: Service Unavailable\n")
+    line = json.dumps({"name": "/w", "service": "web", "state": {
+        "Status": "running", "ExitCode": 0,
+        "Health": {"Status": "unhealthy", "Log": [{"Output": "old"}, {"Output": output}]}}})
+    (r,) = parse_containers(line)
+    assert r.health_output.endswith("urllib.error.HTTPError: HTTP Error 503: Service Unavailable")
+    assert "Traceback" not in r.health_output
+    assert len(r.health_output) <= 300
+    v = evaluate([r], ["web"])
+    assert v.failed and "HTTP Error 503" in v.describe()
+
+
+def test_last_lines_cuts_at_the_front() -> None:
+    assert last_lines("a\n\n  b  c \nd\ne\n") == "b c | d | e"
+    long = "x" * 400 + "\nthe error"
+    out = last_lines(long)
+    assert out.startswith("...") and out.endswith(" | the error") and len(out) == 300
+    assert last_lines("") == ""

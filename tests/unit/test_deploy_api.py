@@ -104,7 +104,7 @@ def _state(current: str) -> str:
 
 
 def _releases(current: str, *ids: str) -> str:
-    return f"current={current}\n" + "".join(f"release={r} fp-{r}\n" for r in ids)
+    return f"current={current}\n" + "".join(f"release={r} fp-{r} passed T\n" for r in ids)
 
 
 MANIFEST = json.dumps({"services": ["web"]})
@@ -165,11 +165,55 @@ def test_unhealthy_rollback_restores_the_current_release_and_waits_for_it(
     assert "release r1 unhealthy: web: exited with code 1; r2 restored" in (rep.error or "")
     names = hosts.names("web-1")
     assert "switch current to r1" not in names
+    assert "record that r1 failed its health gate" in names
     # r2 came up again and was waited for, like ship's own rollback
     assert names[names.index("read the manifest of r2"):] == [
         "read the manifest of r2", "compose up", "check container health",
         "release the deploy lock",
     ]
+
+
+# Review item 5: v1, v2 good, v3 failed its healthcheck, v4 interrupted
+# before up, v5 good and current.
+ITEM_5 = ("current=v5\nrelease=v1 fp1 passed T\nrelease=v2 fp2 passed T\n"
+          "release=v3 fp3 failed T3\nrelease=v4 fp4 pending T\nrelease=v5 fp5 passed T\n")
+
+
+def test_rollback_goes_to_the_newest_release_that_passed(make_project: MakeProject) -> None:
+    project = _project(make_project())
+    hosts = Hosts({"list releases": [(0, ITEM_5)], "take the deploy lock": [(0, "current=v5\n")],
+                   "read the manifest of v2": [(0, MANIFEST)]})
+    run = day2.rollback(project, project.select("web-1"), None, Quiet(),
+                        RunOptions(executor=hosts))
+    assert (run.hosts[0].result, run.hosts[0].release) == ("rolled back", "v2")
+    assert "switch current to v2" in hosts.names("web-1")
+
+
+@pytest.mark.parametrize(("to", "why"), [
+    ("v4", "release v4 never ran"),
+    ("v3", "release v3 failed its health gate at T3"),
+    ("v9", "release v9 not found on this host"),
+])
+def test_rollback_to_a_release_that_did_not_pass_is_refused(
+        make_project: MakeProject, to: str, why: str) -> None:
+    project = _project(make_project())
+    hosts = Hosts({"list releases": [(0, ITEM_5)]})
+    run = day2.rollback(project, project.select("web-1"), to, Quiet(),
+                        RunOptions(executor=hosts))
+    rep = run.hosts[0]
+    assert (rep.result, rep.release) == ("failed", "v5")
+    assert why in (rep.error or "")
+    # refused before the lock: nothing changed on the host
+    assert hosts.names("web-1") == ["probe host facts", "list releases"]
+
+
+def test_rollback_without_a_passed_release_says_so(make_project: MakeProject) -> None:
+    project = _project(make_project())
+    hosts = Hosts({"list releases": [(0, "current=v2\nrelease=v1 fp1 pending T\n"
+                                         "release=v2 fp2 passed T\n")]})
+    run = day2.rollback(project, project.select("web-1"), None, Quiet(),
+                        RunOptions(executor=hosts))
+    assert "no earlier release that passed its health gate" in (run.hosts[0].error or "")
 
 
 def test_logs_stream_through_the_executor_at_most_max_parallel_at_once(

@@ -19,8 +19,9 @@ def test_plan_says_what_it_assumes_and_lists_ship_s_steps_in_order(
     numbered = [m.group(1).split(" (")[0] for ln in p.stdout.splitlines()
                 if (m := re.match(r"\s+\d+\. (.*)", ln))]
     assert numbered == [
-        "read current release", "check docker", "prepare deploy dir", "lock",
-        "clean up stale uploads", "upload release", "create shared dirs", "registry login",
+        "read current release", "check docker", "check deploy dir owner",
+        "prepare deploy dir", "lock", "claim deploy dir", "clean up stale uploads",
+        "upload release", "create shared dirs", "registry login",
         "pull images", "compose up", "wait healthy", "switch current", "prune releases",
         "remove registry credentials", "unlock",
     ]

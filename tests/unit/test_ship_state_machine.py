@@ -29,6 +29,7 @@ from deployer.report.model import HostReport, RunReport
 
 NEW = "r2"  # the release this ship creates
 OLD = "r1"
+FAILED_RECORD = f"record that {NEW} failed its health gate"
 D = "/opt/shop"
 FACTS = MARKER + "\n" + "".join(f"{k}={v}\n" for k, v in PLAN_FACTS.items())
 HEALTHY = healthy_rows("shop", ["web"], [])
@@ -40,7 +41,8 @@ LOCK_HELD = (3, "who=alice@laptop\nwhen=2026-01-01T10:00:00Z\nrelease=r9\nmessag
 def state(current: str | None, fingerprint: str = "other") -> str:
     text = f"{STATE_MARKER}\nexists={int(bool(current))}\nwritable={int(bool(current))}\n"
     text += f"current={current or ''}\n"
-    if current:
+    if current:  # deployed by this deployer: the dir has its owner file
+        text += "owner_app=shop\nowner_env=prod\nowner_project=shop\n"
         text += "--- manifest\n" + json.dumps({"release": current, "fingerprint": fingerprint,
                                                 "services": ["web"]}) + "\n"
     return text
@@ -64,7 +66,11 @@ LOCKED = [
 ]
 DEPLOYED_TAIL = [f"switch current to {NEW}", "prune releases (keep 5)"]
 CLEANUP = ["remove the run's registry credentials", "release the deploy lock"]
-FIRST = BEFORE_LOCK + PREPARE + LOCKED + DEPLOYED_TAIL + CLEANUP
+# A dir without an owner file: the host's compose projects are looked at
+# before anything changes, and the dir is claimed under the lock.
+UNOWNED = ["list compose projects on the host"]
+CLAIM = ["take the deploy lock", "claim the deploy dir"]
+FIRST = BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:] + DEPLOYED_TAIL + CLEANUP
 CHANGE = BEFORE_LOCK + LOCKED + DEPLOYED_TAIL + CLEANUP
 
 
@@ -94,13 +100,16 @@ def cases(fp: str) -> list[Case]:
              {"read current release": [(0, state(OLD))],
               "take the deploy lock": [(0, f"current={OLD}\n")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
-             BEFORE_LOCK + LOCKED + ["compose logs web", "compose up", "check container health"]
+             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD, "compose up",
+                                     "check container health"]
              + CLEANUP,
              "rolled back", OLD, error="web: exited with code 1", rolled_back_from=NEW),
         Case("failed first release",
              {"read current release": [(0, state(None))],
               "check container health": [(0, UNHEALTHY)]},
-             BEFORE_LOCK + PREPARE + LOCKED + ["compose logs web", "compose down"] + CLEANUP,
+             BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:]
+             + ["compose logs web", FAILED_RECORD, "compose down"]
+             + CLEANUP,
              "failed", None, error="first release: nothing to roll back to"),
         Case("lock held",
              {"read current release": [(0, state(OLD))], "take the deploy lock": [LOCK_HELD]},
@@ -117,7 +126,8 @@ def cases(fp: str) -> list[Case]:
               "take the deploy lock": [(0, "current=r3\n")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
              [*BEFORE_LOCK, "take the deploy lock", "read current release", *LOCKED[1:],
-              "compose logs web", "compose up", "check container health", *CLEANUP],
+              "compose logs web", FAILED_RECORD, "compose up", "check container health",
+              *CLEANUP],
              "rolled back", "r3", error="web: exited with code 1", rolled_back_from=NEW),
         Case("upload fails: the lock is given back, the error names the step",
              {"read current release": [(0, state(OLD))],
@@ -213,8 +223,10 @@ def test_failed_first_release_has_no_release_in_the_json_report(
 INTERRUPTS = {
     "read current release": "before lock",
     "check docker": "before lock",
+    "check deploy dir owner": "before lock",
     "prepare deploy dir": "before lock",
     "lock": "before upload",
+    "claim deploy dir": "before upload",
     "clean up stale uploads": "before upload",
     "upload release": "before compose up",
     "create shared dirs": "before compose up",
@@ -231,10 +243,11 @@ INTERRUPTS = {
 
 # The commands a host stopped at each check point has seen.
 STOPPED = {
-    "before lock": BEFORE_LOCK + PREPARE,
-    "before upload": BEFORE_LOCK + PREPARE + LOCKED[:3] + ["release the deploy lock"],
-    "before compose up": BEFORE_LOCK + PREPARE + LOCKED[:LOCKED.index("compose pull") + 1]
-    + CLEANUP,
+    "before lock": BEFORE_LOCK + UNOWNED + PREPARE,
+    "before upload": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:3]
+    + ["release the deploy lock"],
+    "before compose up": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM
+    + LOCKED[1:LOCKED.index("compose pull") + 1] + CLEANUP,
 }
 
 
