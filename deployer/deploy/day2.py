@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from deployer.commands import health, release
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import lease_seconds
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.deploy.ship import (
@@ -60,7 +61,7 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
     the release it left in ``rolled_back_from``."""
     settings = ShipSettings(deployer_identity(), utc_timestamp(),
                             project.config.health_timeout, project.config.keep_releases,
-                            cancel=opts.cancel)
+                            cancel=opts.cancel, abort=opts.abort, lease=lease_seconds())
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)
@@ -79,7 +80,8 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
             return run.report("unchanged", release=target, detail="already current")
         check_cancel(settings, host.name, "lock")
         try:
-            with session.locked(settings.who, settings.when, f"rollback-{target}") as now:
+            with session.locked(settings.who, settings.when, f"rollback-{target}",
+                                settings.lease) as now:
                 if now != rel.current:
                     return run.report("failed", release=now,
                                       error=f"another run switched this host to {now} while "

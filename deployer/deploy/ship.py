@@ -29,6 +29,7 @@ from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
 from deployer.config import Project
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import DEFAULT_LEASE, lock_hint
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
 from deployer.plan import HostPlan
@@ -51,6 +52,9 @@ class ShipSettings:
     poll_interval: float = 1.0
     log_tail: int = 30
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The second interrupt: stop waiting for health, roll back (deploy/interrupt.py).
+    abort: threading.Event = field(default_factory=threading.Event)
+    lease: int = DEFAULT_LEASE  # seconds of the deploy lock's lease (deploy/lease.py)
 
 
 def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
@@ -172,7 +176,7 @@ class HostShip:
         self.session.ensure_writable(state)
         self._check_cancel("lock")
         try:
-            with self.session.locked(self.s.who, self.s.when, hp.release) as now:
+            with self.session.locked(self.s.who, self.s.when, hp.release, self.s.lease) as now:
                 if now != state.current:
                     # Another run switched releases between our read (sent
                     # early, while the images were staged) and the lock: what
@@ -184,11 +188,8 @@ class HostShip:
                                           detail="nothing changed")
                 return self._locked_ship(state)
         except LockHeld as e:
-            return run.report(
-                "failed", release=state.current,
-                error=f"{e.reason}; run `deployer unlock {self.project.env}` "
-                "if that deploy is dead",
-            )
+            return run.report("failed", release=state.current,
+                              error=e.reason + lock_hint(e.info, self.project.env))
 
     def _locked_ship(self, state: release.RemoteState) -> HostReport:
         hp, run, ex = self.hp, self.run, self.ex
