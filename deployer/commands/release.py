@@ -150,6 +150,8 @@ else
 fi
 t=$(readlink -- "$1/current" 2>/dev/null) || t=
 printf 'current=%s\\n' "${t##*/}"
+[ -f "$1/.applying" ] && printf 'applying=%s\\n' "$(head -n 1 -- "$1/.applying" | cut -c 1-200)"
+for c in "$1"/.docker-config-*; do [ -e "$c" ] && { printf 'stale_credentials=1\\n'; break; }; done
 if [ -n "$t" ] && [ -f "$1/current/manifest.json" ]; then
   printf '%s\\n' '--- manifest'
   cat -- "$1/current/manifest.json"
@@ -160,7 +162,8 @@ exit 0
 
 def read_state(deploy_dir: str) -> Command:
     """One round trip for the no-op check: does the tree exist and belong to
-    the SSH user, which release is current, and its manifest."""
+    the SSH user, which release is current, and its manifest; and what a
+    killed run left (the apply marker, registry credentials)."""
     return Script(_READ_STATE, args=(deploy_dir,), description="read current release").command()
 
 
@@ -172,6 +175,9 @@ class RemoteState:
     writable: bool  # the SSH user owns the tree: :func:`prepare` can be skipped
     current: str | None
     manifest_text: str | None = field(default=None, repr=False)
+    # A run stopped between `compose up` and settling (deployer.commands.recovery).
+    applying: str | None = None
+    stale_credentials: bool = False  # `.docker-config-*` left by a killed run
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -197,6 +203,8 @@ def parse_state(stdout: str) -> RemoteState:
         writable=kv.get("writable") == "1",
         current=kv.get("current") or None,
         manifest_text=manifest if sep else None,
+        applying=kv.get("applying") or None,
+        stale_credentials=kv.get("stale_credentials") == "1",
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from deployer.commands import health, release
 from deployer.config import Host, Project
+from deployer.deploy import recovery
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.lease import lease_seconds
 from deployer.deploy.runner import RunOptions, run_command
@@ -102,10 +103,11 @@ def _roll_back(session: HostSession, current: str | None, target: str,
     services = manifest_services(manifest, [])
     compose = session.compose(target, profiles=manifest_profiles(manifest))
     failure = start_and_gate(session, compose, services, None, settings,
-                             step=f"compose up {target}")
+                             step=f"compose up {target}", applying=target)
     if failure is None:
         with run.step("switch current"):
             ex.run(release.switch_current(session.dir, target))
+            recovery.settle(session)
         return run.report("rolled back", release=target, rolled_back_from=current,
                           detail=f"from {current or 'none'} to {target}")
     error = f"release {target} unhealthy: {failure}"
