@@ -9,7 +9,7 @@ take the lock over once the lease has passed on the host's clock
 (:mod:`deployer.commands.lock`).
 
 The lease length is :data:`DEFAULT_LEASE` seconds; ``DEPLOYER_LOCK_LEASE``
-(seconds, at least :data:`MIN_LEASE`) overrides it, e.g. for a CI runner
+(seconds, :data:`MIN_LEASE` to :data:`MAX_LEASE`) overrides it, e.g. for a CI runner
 that must recover quickly after a killed job.
 """
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 60
 MIN_LEASE = 3
+MAX_LEASE = 86400  # a day; the host's shell does the arithmetic in 64 bits
 LEASE_ENV = "DEPLOYER_LOCK_LEASE"
 
 
@@ -51,9 +52,10 @@ def lease_seconds(environ: dict[str, str] | None = None) -> int:
     raw = (os.environ if environ is None else environ).get(LEASE_ENV, "").strip()
     if not raw:
         return DEFAULT_LEASE
-    if not raw.isdigit() or int(raw) < MIN_LEASE:
+    if not raw.isdigit() or not MIN_LEASE <= int(raw) <= MAX_LEASE:
         raise ConfigError(f"{LEASE_ENV}={raw[:20]!r} is not a whole number of seconds "
-                          f">= {MIN_LEASE}", f"unset it for the default of {DEFAULT_LEASE}s")
+                          f"from {MIN_LEASE} to {MAX_LEASE}",
+                          f"unset it for the default of {DEFAULT_LEASE}s")
     return int(raw)
 
 
