@@ -47,19 +47,23 @@ def reconcile(session: HostSession, state: release.RemoteState, settings: ShipSe
     from deployer.deploy.ship import manifest_profiles, manifest_services, restore
 
     run, current = session.run, state.current
-    if not state.applying or state.applying == current or not current:
-        if state.applying:
-            with run.step("clear the apply marker"):
-                settle(session)
+    if not state.applying or not current:
         return run.report("unchanged", release=current,
                           detail="nothing changed; removed what a stopped run left")
-    run.log(f"a stopped run was starting {state.applying} here while current is {current}: "
-            f"bringing {current} back")
+    # Even a marker naming `current` is settled through the gate: a run
+    # stopped while restoring `current` leaves exactly that, over containers
+    # that may still be the other release's.
+    run.log(f"a stopped run was starting {state.applying} here (current: {current}): "
+            f"bringing {current} up again")
     why = restore(session, current, manifest_services(state.manifest, []), (), settings,
                   manifest_profiles(state.manifest))
     if why is not None:
         return run.report("failed", release=current,
                           error=f"reconciling after a stopped run: {current} {why}")
+    if state.applying == current:
+        return run.report("deployed", release=current,
+                          detail=f"reconciled: {current} is up and healthy again after a "
+                          "stopped run")
     return run.report("rolled back", release=current, rolled_back_from=state.applying,
                       detail=f"reconciled: {current} is running again after a stopped run "
                       f"left {state.applying} half-applied")
