@@ -7,7 +7,8 @@ error stops the run before any image is built or any host is touched), runs
 the images stage when it ships, rolls the per-host job out over the one
 bounded runner, tells the reporter the outcome and returns the
 :class:`~deployer.report.model.RunReport`. It prints nothing itself, except
-the one line that acknowledges a Ctrl-C.
+(through :mod:`deployer.deploy.interrupt`) the line that acknowledges each
+Ctrl-C, SIGTERM or SIGHUP.
 
 :func:`ship_hosts` and the functions of :mod:`deployer.deploy.day2` take an
 already loaded project and hosts instead (tests).
