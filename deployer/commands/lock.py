@@ -40,13 +40,18 @@ FIELDS = ("who", "when", "release", "message", "run", "machine", "pid", "lease_u
 PREVIOUS = "previous."  # acquire's stdout: the info of a lock it took over
 
 # Shared by the scripts: the guard around every change of an existing lock.
+# HUP and PIPE are ignored from here on: a caller that gives up on the command
+# (a timeout closes the channel) must not kill it between taking the guard
+# and removing it, which would leave the guard, and so the lock, stuck.
 _GUARD = """
+trap '' HUP PIPE
 g="$d/takeover"
 find "$g" -maxdepth 0 -type d -mmin +1 -exec rmdir -- {} \\; 2>/dev/null
 lease_of() { sed -n 's/^lease_until=//p' | head -n 1 | grep -x '[0-9][0-9]*'; }
 """
 
 _ACQUIRE = ("""
+trap '' HUP PIPE
 d="$1/.lock"
 now=$(date +%s)
 if [ "$9" -gt 0 ]; then lu=$((now + $9)); else lu=; fi
@@ -74,8 +79,8 @@ if [ -n "$u" ] && [ "$u" -lt "$now" ] && mkdir -- "$g" 2>/dev/null; then
   old=$(cat -- "$d/info" 2>/dev/null)
   u=$(printf '%s\\n' "$old" | lease_of)
   if [ -n "$u" ] && [ "$u" -lt "$now" ] && write_info "$@"; then
-    printf '%s\\n' "$old" | sed 's/^/previous./'
     rmdir -- "$g"
+    printf '%s\\n' "$old" | sed 's/^/previous./'
     show_current "$1"
     exit 0
   fi
@@ -126,12 +131,14 @@ if grep -qxF -- "run=$2" "$d/info" 2>/dev/null; then
   lu=$(($(date +%s) + $3))
   sed "s/^lease_until=.*/lease_until=$lu/" "$d/info" > "$d/info.tmp" \\
     && mv -f -- "$d/info.tmp" "$d/info" && rc=0 || rc=1
+  rmdir -- "$g"
   printf 'lease_until=%s\\n' "$lu"
 else
-  cat -- "$d/info" 2>/dev/null
+  info=$(cat -- "$d/info" 2>/dev/null)
+  rmdir -- "$g"
+  printf '%s\\n' "$info"
   rc=3
 fi
-rmdir -- "$g"
 exit $rc
 """).strip()
 

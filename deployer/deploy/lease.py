@@ -78,6 +78,9 @@ class Renewer:
         self.ex = ex
         self.command = lock.renew(deploy_dir, run, lease)
         self.every = lease / 3
+        # A renewal slower than a third of the lease (a loaded host) is still
+        # worth waiting for; one slower than the lease is too late anyway.
+        self.timeout = float(lease)
         self.on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"lease {ex.host}", daemon=True)
@@ -94,7 +97,7 @@ class Renewer:
     def renew_once(self) -> bool:
         """One renewal; False when the lock is lost (then ``on_lost`` was told)."""
         try:
-            res = self.ex.run(self.command, check=False, timeout=self.every)
+            res = self.ex.run(self.command, check=False, timeout=self.timeout)
         except HostError as e:  # unreachable for now: the next tick tries again
             log.debug("%s: lease renewal failed: %s", self.ex.host, e.message)
             return True

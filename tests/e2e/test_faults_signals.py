@@ -85,13 +85,14 @@ def leftovers(p: Project, n: str) -> list[str]:
                    "|| true").split()
 
 
-def check_hosts(p: Project, expect: dict[str, str]) -> None:
+def check_hosts(p: Project, expect: dict[str, str], context: str = "") -> None:
     """Each host serves the greeting expected of it, from the release
-    ``current`` points at, and nothing of a run is left on it."""
+    ``current`` points at, and nothing of a run is left on it. ``context``:
+    the last run's stderr, for the failure message."""
     for n, greeting in expect.items():
         body = get(p.address(n))
-        assert (body["greeting"], body["release"]) == (greeting, p.current(n)), (n, body)
-        assert leftovers(p, n) == [], n
+        assert (body["greeting"], body["release"]) == (greeting, p.current(n)), (n, body, context)
+        assert leftovers(p, n) == [], (n, context)
 
 
 def converge(p: Project, greeting: str) -> None:
@@ -100,7 +101,7 @@ def converge(p: Project, greeting: str) -> None:
     configure(p, greeting)
     report, _, err = p.ship()
     assert report["result"] == "success", err
-    check_hosts(p, dict.fromkeys(p.names(), greeting))
+    check_hosts(p, dict.fromkeys(p.names(), greeting), err)
 
 
 class Run:

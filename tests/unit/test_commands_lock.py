@@ -218,3 +218,19 @@ def test_lock_taken_but_info_not_yet_written() -> None:
     info = lock.parse_lock_info("")
     assert info.describe() == "locked by unknown since unknown time"
     assert info.lease_left() is None
+
+
+def test_a_reader_that_went_away_leaves_no_guard(tmp_path: Path) -> None:
+    """A renewal the caller gave up on (the channel closed: a timeout) still
+    removes its guard, or the lock could never be released by its owner."""
+    take(tmp_path, "me")
+    renew = lock.renew(str(tmp_path), "me", 60).shell(as_root=True)
+    read, write = os.pipe()
+    os.close(read)  # every write to stdout now raises SIGPIPE in the script
+    try:
+        subprocess.run(["sh", "-c", renew], stdout=write, stderr=subprocess.DEVNULL, check=False)
+    finally:
+        os.close(write)
+    assert not (tmp_path / ".lock" / "takeover").exists()
+    assert run(lock.release(str(tmp_path), "me")).returncode == 0
+    assert not (tmp_path / ".lock").exists()
