@@ -227,6 +227,8 @@ fi
 t=$(readlink -- "$1/current" 2>/dev/null) || t=
 printf 'current=%s\\n' "${t##*/}"
 head -n 3 -- "$1/.deployer-owner" 2>/dev/null | sed 's/^/owner_/'
+[ -f "$1/.applying" ] && printf 'applying=%s\\n' "$(head -n 1 -- "$1/.applying" | cut -c 1-200)"
+for c in "$1"/.docker-config-*; do [ -e "$c" ] && { printf 'stale_credentials=1\\n'; break; }; done
 if [ -n "$t" ] && [ -f "$1/current/manifest.json" ]; then
   printf '%s\\n' '--- manifest'
   cat -- "$1/current/manifest.json"
@@ -237,7 +239,8 @@ exit 0
 
 def read_state(deploy_dir: str) -> Command:
     """One round trip for the no-op check: does the tree exist and belong to
-    the SSH user, which release is current, and its manifest."""
+    the SSH user, which release is current, and its manifest; and what a
+    killed run left (the apply marker, registry credentials)."""
     return Script(_READ_STATE, args=(deploy_dir,), description="read current release").command()
 
 
@@ -252,6 +255,9 @@ class RemoteState:
     #: The deploy dir's owner file (``app``, ``env``, ``project``), empty
     #: when it has none (see :mod:`deployer.deploy.ownership`).
     owner: tuple[tuple[str, str], ...] = ()
+    # A run stopped between `compose up` and settling (deployer.commands.recovery).
+    applying: str | None = None
+    stale_credentials: bool = False  # `.docker-config-*` left by a killed run
 
     @property
     def manifest(self) -> dict[str, Any] | None:
@@ -278,6 +284,8 @@ def parse_state(stdout: str) -> RemoteState:
         current=kv.get("current") or None,
         manifest_text=manifest if sep else None,
         owner=_owner(kv),
+        applying=kv.get("applying") or None,
+        stale_credentials=kv.get("stale_credentials") == "1",
     )
 
 

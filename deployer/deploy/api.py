@@ -7,7 +7,8 @@ error stops the run before any image is built or any host is touched), runs
 the images stage when it ships, rolls the per-host job out over the one
 bounded runner, tells the reporter the outcome and returns the
 :class:`~deployer.report.model.RunReport`. It prints nothing itself, except
-the one line that acknowledges a Ctrl-C.
+(through :mod:`deployer.deploy.interrupt`) the line that acknowledges each
+Ctrl-C, SIGTERM or SIGHUP.
 
 :func:`ship_hosts` and the functions of :mod:`deployer.deploy.day2` take an
 already loaded project and hosts instead (tests).
@@ -15,12 +16,8 @@ already loaded project and hosts instead (tests).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +27,8 @@ from deployer.config import Host, Project
 from deployer.deploy import day2
 from deployer.deploy.dryrun import ASSUMING, HostDryRun, dry_run_host, plan_settings
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.interrupt import as_keyboard_interrupt, interruptible
+from deployer.deploy.lease import lease_seconds
 from deployer.deploy.rollout import RolloutPolicy, parse_batches
 from deployer.deploy.runner import RunOptions, ssh_executor
 from deployer.deploy.runner import run_command as _run_command
@@ -112,29 +111,6 @@ def load(target: Target, *, all_at_once: bool = False) -> tuple[Project, list[Ho
     batches: list[int | str] | None = ["100%"] if all_at_once else (
         parse_batches(target.batches) if target.batches else None)
     return project, hosts, RunOptions(policy_for(project, batches, target.max_parallel))
-
-
-@contextlib.contextmanager
-def interruptible(cancel: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: set ``cancel`` (start no more hosts; those in flight
-    finish their step and complete or roll back). Second: abort. The
-    previous handler comes back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if cancel.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        cancel.set()
-        sys.stderr.write("\ninterrupt: finishing hosts in flight (Ctrl-C again to abort)\n")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _tag(project: Project, tag: str | None) -> str:
@@ -229,9 +205,19 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
     stamp = stamp or new_stamp(_tag(project, tag))
     tag = stamp.tag
     stage = stage or image_stage(False)
+    lease = lease_seconds()
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.
     _render(project, hosts, stamp)
+    # SIGTERM and SIGHUP during the image stage stop it as Ctrl-C does.
+    with as_keyboard_interrupt():
+        return _ship_planned(project, hosts, reporter, opts, stage, stamp, lease)
+
+
+def _ship_planned(project: Project, hosts: list[Host], reporter: ReporterFactory,
+                  opts: RunOptions, stage: ImageStage, stamp: Stamp, lease: int) -> RunReport:
+    """The images stage, then the rollout."""
+    tag = stamp.tag
     pre = preconnect_first_batch(project, hosts, opts)
     try:
         images = stage(project, tag)
@@ -241,7 +227,7 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
             who=stamp.who, when=stamp.when,
             health_timeout=project.config.health_timeout,
             keep_releases=project.config.keep_releases,
-            cancel=opts.cancel,
+            cancel=opts.cancel, abort=opts.abort, lease=lease,
         )
 
         def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
@@ -249,9 +235,10 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
             return HostShip(project, hp, ex, run, settings).ship()
 
         rep = reporter()
-        # Ctrl-C during the image stage aborts it at once; from here on it
-        # stops starting hosts and lets those in flight finish.
-        with interruptible(opts.cancel):
+        # Ctrl-C during the image stage aborts it at once; from here on the
+        # first signal stops starting hosts and lets those in flight finish,
+        # the second rolls them back (deployer.deploy.interrupt).
+        with interruptible(opts.cancel, opts.abort):
             run = _run_command("ship", project, hosts, job, rep,
                                dataclasses.replace(opts, executor=pre.executor),
                                release=stamp.release, images=images)
@@ -276,7 +263,8 @@ def bootstrap(target: Target, reporter: Reporter) -> RunReport:
 
 def rollback(target: Target, reporter: Reporter, to: str | None = None) -> RunReport:
     project, hosts, opts = load(target)
-    with interruptible(opts.cancel):
+    lease_seconds()  # a bad DEPLOYER_LOCK_LEASE stops it before any host is touched
+    with interruptible(opts.cancel, opts.abort):
         return _finished(reporter, day2.rollback(project, hosts, to, reporter, opts))
 
 

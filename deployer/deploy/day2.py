@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from deployer.commands import health, release
 from deployer.config import Host, Project
-from deployer.deploy import ownership
+from deployer.deploy import ownership, recovery
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import lease_seconds
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.deploy.ship import (
@@ -62,7 +63,7 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
     the release it left in ``rolled_back_from``."""
     settings = ShipSettings(deployer_identity(), utc_timestamp(),
                             project.config.health_timeout, project.config.keep_releases,
-                            cancel=opts.cancel)
+                            cancel=opts.cancel, abort=opts.abort, lease=lease_seconds())
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)
@@ -82,7 +83,8 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
             return run.report("unchanged", release=target, detail="already current")
         check_cancel(settings, host.name, "lock")
         try:
-            with session.locked(settings.who, settings.when, f"rollback-{target}") as now:
+            with session.locked(settings.who, settings.when, f"rollback-{target}",
+                                settings.lease) as now:
                 if now != rel.current:
                     return run.report("failed", release=now,
                                       error=f"another run switched this host to {now} while "
@@ -103,10 +105,11 @@ def _roll_back(session: HostSession, current: str | None, target: str,
     services = manifest_services(manifest, [])
     compose = session.compose(target, profiles=manifest_profiles(manifest))
     failure = start_and_gate(session, compose, services, None, settings,
-                             step=f"compose up {target}")
+                             step=f"compose up {target}", applying=target)
     if failure is None:
         with run.step("switch current"):
             ex.run(release.switch_current(session.dir, target, settings.when))
+            recovery.settle(session)
         return run.report("rolled back", release=target, rolled_back_from=current,
                           detail=f"from {current or 'none'} to {target}")
     record_failed(session, target, settings.when)

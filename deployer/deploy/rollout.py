@@ -8,8 +8,10 @@ Semantics (documented in the README):
 - after each batch, if the failed hosts so far exceed ``max_fail_percentage``
   of the targeted hosts, no further batch starts and the rest are ``skipped``;
 - ``pause`` seconds between batches;
-- Ctrl-C (``cancel`` set): no new host starts; hosts in flight finish their
-  current step and then complete or roll back (the job decides).
+- Ctrl-C, SIGTERM or SIGHUP (``cancel`` set, :mod:`deployer.deploy.interrupt`):
+  no new host starts; hosts in flight finish their current step and then
+  complete or roll back (the job decides; after a second interrupt it rolls
+  them back at once).
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ class RunOptions:
     """How a run goes over its hosts; never changed by the run."""
 
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)  # first interrupt
+    abort: threading.Event = field(default_factory=threading.Event)  # second: roll back
     executor: ExecutorFactory = ssh_executor
 
 

@@ -20,6 +20,7 @@ from deployer.commands.compose import Compose
 from deployer.commands.facts import HostFacts
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import DEFAULT_LEASE
 from deployer.errors import HostError
 from deployer.remote.base import Executor
 
@@ -124,14 +125,24 @@ class HostSession:
     # -- the lock ------------------------------------------------------------
 
     def acquire_lock(self, who: str, when: str, release_id: str = "",
-                     message: str = "") -> str | None:
-        """Take the deploy lock; return the release current under it. Raises
-        :class:`LockHeld` when another run holds it."""
+                     message: str = "", lease: int = 0) -> str | None:
+        """Take the deploy lock for this run (:data:`deployer.deploy.lease.RUN`)
+        with a lease of ``lease`` seconds (0: none, it never expires), or take
+        over a lock whose lease has passed (and say so in the host's log);
+        return the release current under it. Raises :class:`LockHeld` when
+        another run holds it."""
+        from deployer.deploy.lease import RUN
+
         with self.run.step("lock"):
             res = self.ex.run(lock.acquire(self.dir, who=who, when=when, release=release_id,
-                                           message=message))
+                                           message=message, run=RUN.run, machine=RUN.machine,
+                                           pid=RUN.pid, lease=lease))
         if res.exit_code == lock.EXIT_LOCKED:
             raise LockHeld(self.host.name, lock.parse_lock_info(res.stdout))
+        previous = lock.parse_previous(res.stdout)
+        if previous is not None:
+            self.run.log("took over the deploy lock, its lease had ended: was "
+                         + previous.describe())
         return lock.parse_current_under_lock(res.stdout)
 
     def break_lock(self) -> lock.LockInfo | None:
@@ -145,13 +156,24 @@ class HostSession:
         return None
 
     @contextlib.contextmanager
-    def locked(self, who: str, when: str, release_id: str) -> Iterator[str | None]:
+    def locked(self, who: str, when: str, release_id: str,
+               lease: int = DEFAULT_LEASE) -> Iterator[str | None]:
         """``with session.locked(...) as current:`` the lock is held inside,
-        and released on the way out whatever happened (only if ``release_id``
-        still holds it: see :func:`deployer.commands.lock.release`)."""
-        current = self.acquire_lock(who, when, release_id)
+        its lease renewed in the background, and released on the way out
+        whatever happened (only if this run still holds it: see
+        :func:`deployer.commands.lock.release`)."""
+        from deployer.deploy.lease import RUN, Renewer
+
+        current = self.acquire_lock(who, when, release_id, lease=lease)
+
+        def lost(info: lock.LockInfo) -> None:
+            self.run.log(f"lost the deploy lock (its lease ended): now {info.describe()}")
+
+        renewer = Renewer(self.ex, self.dir, RUN.run, lease, lost).start() if lease else None
         try:
             yield current
         finally:
+            if renewer is not None:
+                renewer.stop()
             with self.run.step("unlock"), contextlib.suppress(HostError):
-                self.ex.run(lock.release(self.dir, release_id), check=False)
+                self.ex.run(lock.release(self.dir, RUN.run), check=False)

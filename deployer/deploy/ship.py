@@ -27,9 +27,11 @@ from typing import Any
 
 from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
+from deployer.commands.recovery import mark_applying
 from deployer.config import Project
-from deployer.deploy import ownership
+from deployer.deploy import ownership, recovery
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import DEFAULT_LEASE, lock_hint
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
 from deployer.plan import HostPlan
@@ -52,6 +54,9 @@ class ShipSettings:
     poll_interval: float = 1.0
     log_tail: int = 30
     cancel: threading.Event = field(default_factory=threading.Event)
+    # The second interrupt: stop waiting for health, roll back (deploy/interrupt.py).
+    abort: threading.Event = field(default_factory=threading.Event)
+    lease: int = DEFAULT_LEASE  # seconds of the deploy lock's lease (deploy/lease.py)
 
 
 def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
@@ -67,21 +72,29 @@ def start_and_gate(
     settings: ShipSettings,
     step: str = "compose up",
     may_exit: Collection[str] = (),
+    applying: str | None = None,
 ) -> str | None:
     """``compose up`` and wait until healthy: the health gate of ship and
     rollback. Returns None when healthy, else why not (after printing the
-    failing service's last log lines)."""
+    failing service's last log lines). ``applying``: the release being
+    started, noted first in the apply marker (deploy/recovery.py); the caller
+    settles it once ``current`` points at what runs."""
     run, ex = session.run, session.ex
     try:
         with run.step(step):
+            if applying is not None:
+                ex.run(mark_applying(session.dir, applying))
             ex.run(compose.up(), timeout=max(600.0, settings.health_timeout))
         with run.step("wait healthy"):
             verdict = wait_healthy(ex, compose.app, compose.sudo, services, oneshot,
-                                   settings.health_timeout, settings.poll_interval, may_exit)
+                                   settings.health_timeout, settings.poll_interval, may_exit,
+                                   abort=settings.abort)
     except HostError as e:
         return e.message
     if verdict.healthy:
         return None
+    if settings.abort.is_set():
+        return "interrupted: stopped waiting for health"
     if verdict.service:
         _show_logs(session, compose, verdict.service, settings.log_tail)
     return verdict.describe()
@@ -97,14 +110,18 @@ def restore(
 ) -> str | None:
     """Bring ``previous`` up again, with the compose profiles it ran with,
     and wait until it is healthy (``current`` still points at it). Returns
-    None when it is, else why not."""
+    None when it is (and the apply marker is cleared: the host is
+    consistent), else why not (the marker stays for the next ship)."""
     run, ex = session.run, session.ex
     try:
         with run.step(f"roll back to {previous}"):
             old = session.compose(previous, env, profiles)
+            ex.run(mark_applying(session.dir, previous))
             ex.run(old.up(), timeout=600)
             v = wait_healthy(ex, old.app, old.sudo, services, None,
                              settings.health_timeout, settings.poll_interval)
+            if v.healthy:
+                recovery.settle(session)
     except HostError as e:
         return f"failed: {e.message}"
     return None if v.healthy else f"unhealthy too: {v.describe()}"
@@ -177,7 +194,7 @@ class HostShip:
         # which the benchmark showed as most of a no-op ship's time per host.
         state = self._read_state()
         ownership.check(self.project, hp.host.name, state.owner)
-        if self._unchanged(state):
+        if self._unchanged(state) and not recovery.needed(state):
             return run.report("unchanged", release=state.current, detail="nothing changed")
         self.session.ensure_docker()
         if not state.owner:
@@ -185,7 +202,7 @@ class HostShip:
         self.session.ensure_writable(state)
         self._check_cancel("lock")
         try:
-            with self.session.locked(self.s.who, self.s.when, hp.release) as now:
+            with self.session.locked(self.s.who, self.s.when, hp.release, self.s.lease) as now:
                 if now != state.current:
                     # Another run switched releases between our read (sent
                     # early, while the images were staged) and the lock: what
@@ -193,18 +210,18 @@ class HostShip:
                     # come from now.
                     state = self._read_state()
                     ownership.check(self.project, hp.host.name, state.owner)
-                    if self._unchanged(state):
+                    if self._unchanged(state) and not recovery.needed(state):
                         return run.report("unchanged", release=state.current,
                                           detail="nothing changed")
                 if not state.owner:
                     ownership.claim(self.session)
                 return self._locked_ship(state)
         except LockHeld as e:
-            return run.report(
-                "failed", release=state.current,
-                error=f"{e.reason}; run `deployer unlock {self.project.env}` "
-                "if that deploy is dead",
-            )
+            if self._unchanged(state) and not state.applying:
+                # A live run holds the lock: the credentials are its own.
+                return run.report("unchanged", release=state.current, detail="nothing changed")
+            return run.report("failed", release=state.current,
+                              error=e.reason + lock_hint(e.info, self.project.env))
 
     def _locked_ship(self, state: release.RemoteState) -> HostReport:
         hp, run, ex = self.hp, self.run, self.ex
@@ -212,6 +229,8 @@ class HostShip:
         with run.step("clean up stale uploads"):
             ex.run(release.remove_partials(self.dir))
             ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
+        if self._unchanged(state):  # only a stopped run's leftovers to settle
+            return recovery.reconcile(self.session, state, self.s)
         self._check_cancel("upload")
         with run.step("upload release"):
             self._upload()
@@ -259,10 +278,12 @@ class HostShip:
     ) -> HostReport:
         hp, run, ex = self.hp, self.run, self.ex
         failure = start_and_gate(self.session, compose, hp.compose.services,
-                                 hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit)
+                                 hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit,
+                                 applying=hp.release)
         if failure is None:
             with run.step("switch current"):
                 ex.run(release.switch_current(self.dir, hp.release, self.s.when))
+                recovery.settle(self.session)
             with run.step("prune releases"):
                 pruned = ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
             for kept in release.parse_prune_failures(pruned.stdout):
@@ -274,6 +295,7 @@ class HostShip:
         if not previous:
             with run.step("stop failed release"):
                 ex.run(compose.down(), check=False)
+                recovery.settle(self.session)
             return run.report("failed", release=None,
                               error=f"{failure} (first release: nothing to roll back to)")
         run.log(f"release {hp.release} failed ({failure}); rolling back to {previous}")
@@ -306,6 +328,7 @@ def wait_healthy(
     timeout: float,
     poll_interval: float = 1.0,
     may_exit: Collection[str] = (),
+    abort: threading.Event | None = None,
 ) -> health.HealthVerdict:
     """Poll the project's containers (one command per poll) until every
     service is ready, one fails, or ``timeout`` passes. Done by deployer, not
@@ -316,14 +339,16 @@ def wait_healthy(
     service with a short healthcheck interval is often ready about a second
     after ``up``, and a flat 1 s poll overshot that by half a second on
     average, a visible share of a small changed ship (bench/results). Later
-    polls stay at ``poll_interval``: each one costs the host a ``docker ps``."""
+    polls stay at ``poll_interval``: each one costs the host a ``docker ps``.
+
+    ``abort`` set (a second interrupt): stop waiting, return the verdict so far."""
     deadline = time.monotonic() + timeout
     probe = health.containers(app, sudo=sudo)
     waits = [poll_interval / 4] * 4 + [poll_interval / 2] * 2
     while True:
         rows = health.parse_containers(ex.run(probe).stdout)
         verdict = health.evaluate(rows, services, oneshot=oneshot, may_exit=may_exit)
-        if verdict.healthy or verdict.failed:
+        if verdict.healthy or verdict.failed or (abort is not None and abort.is_set()):
             return verdict
         if time.monotonic() >= deadline:
             first = verdict.pending[0] if verdict.pending else ("?", "not ready")
@@ -331,4 +356,8 @@ def wait_healthy(
                 "failed", service=first[0],
                 reason=f"not healthy after {timeout:.0f}s ({first[1]})",
             )
-        time.sleep(waits.pop(0) if waits else poll_interval)
+        pause = waits.pop(0) if waits else poll_interval
+        if abort is None:
+            time.sleep(pause)
+        else:
+            abort.wait(pause)

@@ -353,7 +353,7 @@ class TestRollout:
             seen.append(lines.get())
         err = "".join(seen)
         assert proc.returncode == 130, f"exit {proc.returncode}\n{out}\n{err}"
-        assert "interrupt: finishing hosts in flight" in err
+        assert "SIGINT: starting no more hosts; hosts in flight finish" in err
         report = validate(json.loads(out))
         assert report["result"] == "interrupted"
         res = results(report)

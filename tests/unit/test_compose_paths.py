@@ -580,7 +580,7 @@ def test_inventory_profiles_override_deployer_yaml_and_reach_compose_up(make_pro
     hp = build_plan(p, p.hosts, image_refs(p, "t"), "r", "t").hosts[0]
     assert hp.compose.services == ["web", "worker"] and hp.compose.profiles == ["jobs"]
     steps = dry_run_host(p, hp, plan_settings(p, "me@here", "now")).steps
-    up = next(s for s in steps if s.name == "compose up").commands()[0]
+    up = next(s for s in steps if s.name == "compose up").commands()[-1]
     assert "--profile jobs" in up
 
 

@@ -124,8 +124,9 @@ def test_rollback_goes_through_the_health_gate_and_says_from_and_to(
     assert rep.detail == "from r2 to r1"
     assert hosts.names("web-1") == [
         "probe host facts", "list releases", "take the deploy lock",
-        "read the manifest of r1", "compose up", "check container health",
-        "switch current to r1", "release the deploy lock",
+        "read the manifest of r1", "mark r1 as being applied", "compose up",
+        "check container health", "switch current to r1", "clear the apply marker",
+        "release the deploy lock",
     ]
 
 
@@ -168,8 +169,8 @@ def test_unhealthy_rollback_restores_the_current_release_and_waits_for_it(
     assert "record that r1 failed its health gate" in names
     # r2 came up again and was waited for, like ship's own rollback
     assert names[names.index("read the manifest of r2"):] == [
-        "read the manifest of r2", "compose up", "check container health",
-        "release the deploy lock",
+        "read the manifest of r2", "mark r2 as being applied", "compose up",
+        "check container health", "clear the apply marker", "release the deploy lock",
     ]
 
 

@@ -61,10 +61,12 @@ LOCKED = [
     "create shared directories",
     "docker login registry.example.com:5000",
     "compose pull",
+    f"mark {NEW} as being applied",
     "compose up",
     "check container health",
 ]
-DEPLOYED_TAIL = [f"switch current to {NEW}", "prune releases (keep 5)"]
+DEPLOYED_TAIL = [f"switch current to {NEW}", "clear the apply marker", "prune releases (keep 5)"]
+SETTLED = ["clear the apply marker"]
 CLEANUP = ["remove the run's registry credentials", "release the deploy lock"]
 # A dir without an owner file: the host's compose projects are looked at
 # before anything changes, and the dir is claimed under the lock.
@@ -100,15 +102,16 @@ def cases(fp: str) -> list[Case]:
              {"read current release": [(0, state(OLD))],
               "take the deploy lock": [(0, f"current={OLD}\n")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
-             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD, "compose up",
-                                     "check container health"]
+             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD,
+                                     f"mark {OLD} as being applied",
+                                     "compose up", "check container health", *SETTLED]
              + CLEANUP,
              "rolled back", OLD, error="web: exited with code 1", rolled_back_from=NEW),
         Case("failed first release",
              {"read current release": [(0, state(None))],
               "check container health": [(0, UNHEALTHY)]},
              BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:]
-             + ["compose logs web", FAILED_RECORD, "compose down"]
+             + ["compose logs web", FAILED_RECORD, "compose down", *SETTLED]
              + CLEANUP,
              "failed", None, error="first release: nothing to roll back to"),
         Case("lock held",
@@ -126,8 +129,8 @@ def cases(fp: str) -> list[Case]:
               "take the deploy lock": [(0, "current=r3\n")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
              [*BEFORE_LOCK, "take the deploy lock", "read current release", *LOCKED[1:],
-              "compose logs web", FAILED_RECORD, "compose up", "check container health",
-              *CLEANUP],
+              "compose logs web", FAILED_RECORD, "mark r3 as being applied", "compose up",
+              "check container health", *SETTLED, *CLEANUP],
              "rolled back", "r3", error="web: exited with code 1", rolled_back_from=NEW),
         Case("upload fails: the lock is given back, the error names the step",
              {"read current release": [(0, state(OLD))],
@@ -177,13 +180,15 @@ def hp(make_project: MakeProject) -> tuple[Any, HostPlan]:
 
 def ship(project: Any, hp: HostPlan, answers: dict[str, list[Any]],
          reporter: StepHook | None = None,
-         cancel: threading.Event | None = None) -> tuple[list[str], HostReport]:
+         cancel: threading.Event | None = None,
+         abort: threading.Event | None = None) -> tuple[list[str], HostReport]:
     table = {"probe host facts": [(0, FACTS)], "take the deploy lock": [(0, "current=\n")],
              "check container health": [(0, HEALTHY)], **answers}
     ex = ScriptedExecutor("web-1", Answers(table))
     settings = ShipSettings("me@here", "2026-12-01T00:00:00Z", health_timeout=5,
                             keep_releases=5, poll_interval=0.0,
-                            cancel=cancel or threading.Event())
+                            cancel=cancel or threading.Event(),
+                            abort=abort or threading.Event())
     rep = run_host(hp.host, ex,
                    lambda e, run, host: HostShip(project, hp, e, run, settings).ship(),
                    reporter or StepHook())
