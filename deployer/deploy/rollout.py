@@ -81,6 +81,7 @@ class RolloutPolicy:
     max_parallel: int = 20
     max_fail_percentage: float = 0.0
     pause: float = 0.0
+    max_connecting: int = 10  # SSH handshakes in flight at once (deployer.remote.ssh)
 
     def sizes(self, total: int) -> list[int]:
         return batch_sizes(total, self.batches)
