@@ -37,11 +37,14 @@ import getpass
 import logging
 import os
 import random
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.config.inventory import Host, SSHSettings
@@ -105,15 +108,47 @@ class Endpoint:
         return f"{self.user}@{self.hostname}:{self.port}"
 
 
+_IMPORT = threading.Lock()
+_MATCH_EXEC = re.compile(r"(?im)^\s*match\b.*\bexec\b")
+
+
+def import_paramiko() -> Any:
+    """paramiko, imported without invoke: paramiko only needs invoke for
+    ``Match exec`` in ssh_config (:func:`load_ssh_config` loads it then), and
+    invoke imports ``unittest.mock``; together they were about 12% of a 1-host
+    no-op ship's start-up (``python -X importtime``, issue 19)."""
+    with _IMPORT:
+        blocked = "invoke" not in sys.modules
+        if blocked:
+            sys.modules["invoke"] = None  # type: ignore[assignment]  # import -> ImportError
+        try:
+            import paramiko
+        finally:
+            if blocked and sys.modules.get("invoke", False) is None:
+                del sys.modules["invoke"]
+    return paramiko
+
+
 def load_ssh_config(path: str | None) -> paramiko.SSHConfig:
     """Parse an ssh_config file; a missing file (or ``None``) is an empty config."""
-    import paramiko
+    paramiko = import_paramiko()
 
     if path is None:
         return paramiko.SSHConfig()
     full = os.path.expanduser(path)
     if not os.path.exists(full):
         return paramiko.SSHConfig()
+    try:
+        text = Path(full).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""  # from_path reports it below
+    if _MATCH_EXEC.search(text):
+        import paramiko.config
+
+        with contextlib.suppress(ImportError):  # paramiko then says what is missing
+            import invoke
+
+            paramiko.config.invoke = invoke
     try:
         return paramiko.SSHConfig.from_path(full)
     except (OSError, paramiko.SSHException, ValueError) as e:
@@ -624,7 +659,7 @@ def connect(
     Raises :class:`UnreachableError`, :class:`HostKeyError` or :class:`HostError`
     (authentication), each one line naming the host.
     """
-    import paramiko
+    pm = import_paramiko()
 
     settings = host.ssh
     config = load_ssh_config(ssh_config)
@@ -662,7 +697,7 @@ def connect(
             via = None
 
             def attempt() -> paramiko.SSHClient:
-                sock: Any = (paramiko.ProxyCommand(ep.proxy_command) if ep.proxy_command
+                sock: Any = (pm.ProxyCommand(ep.proxy_command) if ep.proxy_command
                              else _tcp_socket(host.name, ep, settings.connect_timeout))
                 return _open_hop(host.name, ep, sock, settings,
                                  allow_agent=allow_agent, role="", via=None)
