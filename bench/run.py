@@ -842,6 +842,9 @@ def main() -> None:
                     "docker), e.g. --scale 50,100,200; results in scale.md")
     ap.add_argument("--scale-tools", default="deployer,work-floor,pyinfra,ansible",
                     help="with --scale: the tools to run")
+    ap.add_argument("--ansible-max", type=int, default=100,
+                    help="with --scale: run Ansible only up to this many hosts (on 2 "
+                    "cores it needs more than the rest of the run at 200)")
     ap.add_argument("--bastion", type=int, default=None,
                     help="with --scale: hosts in the bastion case (default 100, or the "
                     "largest N below it; 0: skip)")
@@ -864,7 +867,7 @@ def main() -> None:
         scale_ns = sorted({int(x) for x in a.scale.split(",") if x.strip()})
         bastion = a.bastion if a.bastion is not None else min(100, max(scale_ns))
         scale.main(scale_ns, [t for t in a.scale_tools.split(",") if t], a.out,
-                   bastion or None, a.down)
+                   bastion or None, a.down, a.ansible_max)
         return
     if a.copy_tree:
         sys.path.insert(0, str(BENCH))

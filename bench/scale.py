@@ -590,7 +590,7 @@ def versions() -> dict[str, str]:
 
 
 def main(ns: list[int], tools: list[str], out: Path, bastion_n: int | None,
-         down: bool) -> None:
+         down: bool, ansible_max: int = 100) -> None:
     for t in tools:
         if t not in TOOLS:
             raise SystemExit(f"unknown tool {t!r}: pick from {', '.join(TOOLS)}")
@@ -605,7 +605,7 @@ def main(ns: list[int], tools: list[str], out: Path, bastion_n: int | None,
         "machine": f"{platform.node()} {platform.platform()}, {os.cpu_count()} CPUs, "
                    f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 2**30} GB",
         "python": sys.version.split()[0], "hosts": ns, "tools": tools,
-        "versions": versions(), "load": {},
+        "versions": versions(), "load": {}, "ansible_max": ansible_max,
     }, "runs": []}
     fleet = fleet_up(max(ns + ([bastion_n] if bastion_n else [])))
     step = 0
@@ -617,6 +617,9 @@ def main(ns: list[int], tools: list[str], out: Path, bastion_n: int | None,
             for tool in ("deployer", "work-floor", *[t for t in tools if t not in
                                                     ("deployer", "work-floor")]):
                 if tool not in tools and tool != "work-floor":
+                    continue
+                if tool == "ansible" and n > ansible_max:
+                    log(f"  ansible skipped at N={n} (--ansible-max {ansible_max})")
                     continue
                 reset([PREFIX + h for h, _ in fleet.hosts[:n]])
                 step += 1
