@@ -554,7 +554,7 @@ def plot(data: dict[str, Any], png: Path) -> None:
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"scale bench, light hosts ({data['meta']['machine'].split(',')[-1].strip()})")
+    fig.suptitle(f"scale bench, light hosts ({data['meta']['machine'].split(', ', 1)[-1]})")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
