@@ -836,6 +836,18 @@ def main() -> None:
                     "deployer against a tar | ssh floor (bench/copy_tree.py; default 8 "
                     "hosts, results in copy-tree.md)")
     ap.add_argument("--files", type=int, default=1000, help="files in the --copy-tree tree")
+    ap.add_argument("--scale", metavar="N,N,...",
+                    help="instead: the scale mode (issue 19, bench/scale.py): deployer, "
+                    "pyinfra, Ansible and the work floor on light hosts (sshd + fake "
+                    "docker), e.g. --scale 50,100,200; results in scale.md")
+    ap.add_argument("--scale-tools", default="deployer,work-floor,pyinfra,ansible",
+                    help="with --scale: the tools to run")
+    ap.add_argument("--ansible-max", type=int, default=100,
+                    help="with --scale: run Ansible only up to this many hosts (on 2 "
+                    "cores it needs more than the rest of the run at 200)")
+    ap.add_argument("--bastion", type=int, default=None,
+                    help="with --scale: hosts in the bastion case (default 100, or the "
+                    "largest N below it; 0: skip)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite results.md and plot.png from results.json")
     a = ap.parse_args()
@@ -847,6 +859,15 @@ def main() -> None:
         saved["findings"] = read_findings(a.findings)
         write_results(saved, a.out)
         make_plot(a.out / "results.json")
+        return
+    if a.scale:
+        sys.path.insert(0, str(BENCH))
+        import scale
+
+        scale_ns = sorted({int(x) for x in a.scale.split(",") if x.strip()})
+        bastion = a.bastion if a.bastion is not None else min(100, max(scale_ns))
+        scale.main(scale_ns, [t for t in a.scale_tools.split(",") if t], a.out,
+                   bastion or None, a.down, a.ansible_max)
         return
     if a.copy_tree:
         sys.path.insert(0, str(BENCH))

@@ -41,16 +41,16 @@ def group_hosts(project: Project) -> dict[str, list[dict[str, Any]]]:
 
 def host_context(
     project: Project, host: Host, images: Mapping[str, str], release: str,
-    groups: dict[str, list[dict[str, Any]]] | None = None,
+    groups: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """What a template sees: merged vars at top level, plus the built-ins.
 
     ``groups`` maps each group to its hosts (name, address) so a web host can
-    reach the db host: ``{{ groups.db[0].address }}``; pass
-    :func:`group_hosts` computed once when rendering many hosts.
+    reach the db host: ``{{ groups.db[0].address }}``. It is
+    :func:`group_hosts`, built once per run and shared by every host (built
+    per host, the whole inventory was walked once per host: quadratic in the
+    fleet's size), so the work per host does not grow with the fleet.
     """
-    if groups is None:
-        groups = group_hosts(project)
     ctx: dict[str, Any] = dict(host.vars)
     ctx.update(
         app=project.app,

@@ -8,6 +8,8 @@ every host is fine, 1 when any failed, 130 when interrupted.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -61,8 +63,9 @@ def ship(
     from deployer.images.progress import make_reporter
 
     state, target = _target(ctx, env, limit, batches, max_parallel)
-    err_console = console(True)
-    progress = make_reporter(err_console, plain=in_ci() or not err_console.is_terminal,
+    # rich only for a live display: a pipe or CI gets plain lines without it.
+    plain = in_ci() or not (sys.stderr.isatty() or os.environ.get("FORCE_TERMINAL"))
+    progress = make_reporter(None if plain else console(True), plain=plain,
                              verbose=state.verbose)
     _exit(api.ship(target, lambda: _reporter(state), tag=tag, skip_build=skip_build,
                    progress=progress))

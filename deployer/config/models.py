@@ -489,6 +489,8 @@ def _all_at_once() -> list[BatchSize]:
 class RolloutConfig(Strict):
     batches: list[BatchSize] = Field(default_factory=_all_at_once)
     max_parallel: int = Field(default=20, ge=1, le=1000)
+    #: SSH handshakes in flight at once (sshd's MaxStartups drops beyond 10).
+    max_connecting: int = Field(default=10, ge=1, le=1000)
     max_fail_percentage: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
     pause: float = Field(default=0, ge=0, le=DAY, allow_inf_nan=False)
 

@@ -96,6 +96,7 @@ def policy_for(project: Project, batches: list[int | str] | None = None,
         max_parallel=max_parallel or r.max_parallel,
         max_fail_percentage=r.max_fail_percentage,
         pause=r.pause,
+        max_connecting=r.max_connecting,
     )
 
 
@@ -186,7 +187,8 @@ def preconnect_first_batch(project: Project, hosts: list[Host],
     its lock if another run switched releases in between. Close the result
     when the run is over."""
     first = opts.policy.first_wave(len(hosts))
-    return Preconnected(hosts[:first], opts.executor, read_state(project.deploy_dir))
+    return Preconnected(hosts[:first], opts.executor, read_state(project.deploy_dir),
+                        max_connecting=opts.policy.max_connecting)
 
 
 def ship(target: Target, reporter: ReporterFactory, *, tag: str | None = None,

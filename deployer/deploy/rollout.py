@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class RolloutPolicy:
     max_parallel: int = 20
     max_fail_percentage: float = 0.0
     pause: float = 0.0
+    max_connecting: int = 10  # SSH handshakes in flight at once (deployer.remote.ssh)
 
     def sizes(self, total: int) -> list[int]:
         return batch_sizes(total, self.batches)
@@ -139,19 +141,19 @@ def rollout(
             if on_batch:
                 on_batch(bno, [s.item for s in batch])
             futures: dict[Future[object], Slot[T]] = {}
-            pending = list(batch)
+            pending = deque(batch)  # popleft: O(1) per host (list.pop(0) was O(batch))
             # Bounded by max_parallel also here so a batch larger than the pool
             # does not queue SSH connection starts all at once.
             while pending or futures:
                 while pending and len(futures) < policy.max_parallel and not cancel.is_set():
-                    s = pending.pop(0)
+                    s = pending.popleft()
                     s.batch = bno
                     futures[pool.submit(job, s.item, bno)] = s
                 if cancel.is_set():
                     for s in pending:
                         s.skipped = True
                         s.batch = bno
-                    pending = []
+                    pending.clear()
                 if not futures:
                     break
                 try:

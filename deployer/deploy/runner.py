@@ -87,12 +87,16 @@ def run_over_hosts(hosts: list[Host], job: Job, reporter: Reporter,
         reporter.host_done(rep)
         return rep
 
+    from deployer.remote.ssh import run_scope
+
     reporter.start([h.name for h in hosts], batch_sizes(len(hosts), opts.policy.batches))
-    slots = rollout(
-        list(hosts), one, lambda r: not isinstance(r, HostReport) or not r.ok,
-        opts.policy, cancel=opts.cancel,
-        on_batch=lambda n, hs: reporter.batch(n, [h.name for h in hs]),
-    )
+    # One scope per run: jump hosts shared by all its hosts, handshakes bounded.
+    with run_scope(opts.policy.max_connecting):
+        slots = rollout(
+            list(hosts), one, lambda r: not isinstance(r, HostReport) or not r.ok,
+            opts.policy, cancel=opts.cancel,
+            on_batch=lambda n, hs: reporter.batch(n, [h.name for h in hs]),
+        )
     out: list[HostReport] = []
     for s in slots:
         if s.skipped:

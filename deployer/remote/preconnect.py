@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from deployer.commands.base import Command
 from deployer.config.inventory import Host
 from deployer.remote.base import Executor, LineSink, Result, Wrapper
+from deployer.remote.ssh import DEFAULT_MAX_CONNECTING, run_scope
 
 
 def _open(ex: Executor, first: Command | None) -> Result | None:
@@ -93,7 +94,12 @@ class Preconnected:
     failed)."""
 
     def __init__(self, hosts: list[Host], factory: Callable[[Host], Executor],
-                 first: Command | None = None) -> None:
+                 first: Command | None = None, *,
+                 max_connecting: int = DEFAULT_MAX_CONNECTING) -> None:
+        # The run's scope starts here, before the first handshake: the jump
+        # hosts these connections open stay for the hosts that start later.
+        self._scope = contextlib.ExitStack()
+        self._scope.enter_context(run_scope(max_connecting))
         self._factory = factory
         self._first = first
         self._execs: dict[str, Executor] = {h.name: factory(h) for h in hosts}
@@ -111,10 +117,12 @@ class Preconnected:
         """Close the connections no job took, without waiting for handshakes
         still under way: an unreachable host would otherwise hold back the
         run's error message for its whole connect timeout. Such a connection
-        is closed when its handshake ends."""
+        is closed when its handshake ends. Ends the run's scope
+        (:func:`deployer.remote.ssh.run_scope`)."""
         for name, ex in self._execs.items():
             self._futures[name].add_done_callback(_closer(ex))
         self._execs.clear()
+        self._scope.close()
 
 
 def _in_background(name: str, ex: Executor, first: Command | None) -> Future[Result | None]:

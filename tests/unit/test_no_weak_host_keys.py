@@ -15,7 +15,8 @@ WEAK_POLICIES = {"AutoAddPolicy", "WarningPolicy"}
 
 def _modules() -> list[tuple[Path, ast.Module]]:
     return [(p, ast.parse(p.read_text(), str(p)))
-            for top in SCANNED for p in top.rglob("*.py") if ".venv" not in p.parts]
+            for top in SCANNED for p in top.rglob("*.py")
+            if not any(part.startswith(".venv") for part in p.parts)]
 
 
 def test_no_code_uses_a_weak_host_key_policy() -> None:
