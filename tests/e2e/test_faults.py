@@ -342,7 +342,7 @@ def test_13_changed_host_key_is_refused_before_anything_runs(suite: Suite) -> No
         assert code == 1, err
         assert results(report) == {changed: "failed", other: "deployed"}, err
         line = outcome(err, changed)
-        assert f"host key for {changed}" in line and "has CHANGED" in line, line
+        assert f"host key for {s.address(changed)} has CHANGED" in line, line
         assert report is not None
         steps = next(h["steps"] for h in report["hosts"] if h["host"] == changed)
         assert {st["step"] for st in steps} <= {"read current release"}, steps  # no command ran
