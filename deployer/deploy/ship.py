@@ -85,6 +85,9 @@ def start_and_gate(
             if applying is not None:
                 ex.run(mark_applying(session.dir, applying))
             ex.run(compose.up(), timeout=max(600.0, settings.health_timeout))
+    except HostError as e:
+        return _why_up_failed(session, compose, services, oneshot, may_exit, settings, e.message)
+    try:
         with run.step("wait healthy"):
             verdict = wait_healthy(ex, compose.app, compose.sudo, services, oneshot,
                                    settings.health_timeout, settings.poll_interval, may_exit,
@@ -307,6 +310,31 @@ class HostShip:
                               error=f"{failure}; rollback to {previous} {why}")
         return run.report("rolled back", release=previous, rolled_back_from=hp.release,
                           error=failure)
+
+
+def _why_up_failed(
+    session: HostSession,
+    compose: Compose,
+    services: list[str],
+    oneshot: list[str] | None,
+    may_exit: Collection[str],
+    settings: ShipSettings,
+    message: str,
+) -> str:
+    """``compose up`` failed with ``message``. When a container failed under
+    it (a migration that ``web`` waits for exited 1), name that service and
+    show its last log lines: compose names only the service that waited, and
+    a container id."""
+    try:
+        rows = health.parse_containers(
+            session.ex.run(health.containers(session.project.app, sudo=compose.sudo)).stdout)
+    except HostError:
+        return message  # the host or dockerd is gone: compose's words are all there is
+    verdict = health.evaluate(rows, services, oneshot=oneshot, may_exit=may_exit)
+    if not verdict.failed or not verdict.service:
+        return message
+    _show_logs(session, compose, verdict.service, settings.log_tail)
+    return f"{verdict.describe()} ({message})"
 
 
 def _show_logs(session: HostSession, compose: Compose, service: str, tail: int) -> None:

@@ -4,7 +4,9 @@ host over one connection, uploads files atomically over SFTP.
 One connection per host per deployer command: it is opened lazily on first use
 and reused by every step (bootstrap, upload, compose, health polls). Each
 opening is logged at debug level and counted in ``connections_opened``, so
-``deployer -v`` shows the promise is kept.
+``deployer -v`` shows the promise is kept. Only when that connection dies under
+a step (which fails: "connection lost") does the next command open a new one,
+for the steps that clean up after the failure (rollback, credentials, unlock).
 
 Everything this module logs or raises goes through :func:`deployer.secrets.mask`:
 remote stderr can echo a password, and one unmasked error line is a leak.
@@ -116,9 +118,14 @@ class SSHExecutor:
         """The one connection to this host, opened on first call."""
         with self._lock:
             if self._conn is not None:
-                if not self._conn.active:
-                    raise UnreachableError(self.host, "connection lost")
-                return self._conn
+                if self._conn.active:
+                    return self._conn
+                # The connection died under a step, which failed with
+                # "connection lost". What runs next is the way out (roll back,
+                # remove the run's credentials, unlock): it gets a new
+                # connection, so a cut never leaves a lock or a password behind.
+                log.debug("%s: SSH connection lost; reconnecting", self.host)
+                self._drop_connection()
             if self._closed:
                 raise RuntimeError(f"{self.host}: executor is closed")
             if self._failed is not None:
@@ -156,17 +163,21 @@ class SSHExecutor:
     def stats(self) -> ExecStats:
         return ExecStats(self.connections_opened, self._commands, self._bytes)
 
+    def _drop_connection(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # closing a dead session is fine
+                self._sftp.close()
+            self._sftp = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            log.debug("%s: closed SSH connection", self.host)
+            self._conn = None
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._sftp is not None:
-                with contextlib.suppress(Exception):  # closing a dead session is fine
-                    self._sftp.close()
-                self._sftp = None
-            if self._conn is not None:
-                self._conn.close()
-                log.debug("%s: closed SSH connection", self.host)
-                self._conn = None
+            self._drop_connection()
 
     def __enter__(self) -> SSHExecutor:
         return self
