@@ -38,6 +38,7 @@ class LocalImage:
     repo_digests: list[str] = field(default_factory=list)
     #: the uncompressed layers' digests, bottom first (``RootFS.Layers``)
     diff_ids: list[str] = field(default_factory=list)
+    size: int = 0  # uncompressed bytes, all layers
 
 
 class Engine:
@@ -97,7 +98,8 @@ class Engine:
                 return None
             raise
         return LocalImage(id=data["Id"], repo_digests=list(data.get("RepoDigests") or []),
-                          diff_ids=list((data.get("RootFS") or {}).get("Layers") or []))
+                          diff_ids=list((data.get("RootFS") or {}).get("Layers") or []),
+                          size=int(data.get("Size") or 0))
 
     def tag(self, image_id: str, name: str, tag: str) -> None:
         with _errors():
