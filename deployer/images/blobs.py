@@ -178,8 +178,33 @@ class BlobStore:
         if lost or not config_path.is_file():
             what = f"layer {lost[0]}" if lost else "the image config"
             raise DeployError(f"image {name!r}: docker save {ref} did not contain {what}")
-        config = Blob(local.id, config_path.stat().st_size)
-        layers = tuple(b for d in local.diff_ids if (b := self.layer_blob(d)) is not None)
+        served = self._manifest(local.id, local.diff_ids)
+        if served is None:  # a blob vanished since the check above
+            raise DeployError(f"image {name!r}: the blob store lost a blob of {ref}; ship again")
+        return served
+
+    def cached(self, engine: Engine, ref: str) -> Served | None:
+        """What :meth:`prepare` would return for ``ref``, from the store alone
+        (no ``docker save``): None when the engine lacks the image or the
+        store lacks a blob of it. For ``plan --diff``: touches no host (at
+        most the manifest file is written into the store)."""
+        try:
+            local = engine.image(ref)
+        except EngineError:
+            return None
+        if local is None or not local.diff_ids:
+            return None
+        return self._manifest(local.id, local.diff_ids)
+
+    def _manifest(self, image_id: str, diff_ids: list[str]) -> Served | None:
+        """The manifest naming ``image_id``'s stored blobs (written once), or
+        None when one is missing."""
+        config_path = self.blob_path(image_id)
+        blobs = [self.layer_blob(d) for d in diff_ids]
+        if not config_path.is_file() or any(b is None for b in blobs):
+            return None
+        config = Blob(image_id, config_path.stat().st_size)
+        layers = tuple(b for b in blobs if b is not None)
         manifest = json.dumps({
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,

@@ -1,4 +1,5 @@
-"""What ``plan`` says a ``registry: none`` ship would send each host.
+"""What ``plan`` says a ``registry: none`` ship would send each host, and
+which digests it would pin (``plan --diff``), without building anything.
 
 Plan changes nothing and builds nothing, and it assumes a host with nothing
 deployed yet, so each host may be sent every layer of every image: the
@@ -67,3 +68,29 @@ def describe(sends: dict[str, dict[str, Any]]) -> str:
         size = f"up to {row['bytes']} bytes" if row["bytes"] is not None else "size unknown"
         parts.append(f"{name} {size} ({row['why']})")
     return "over this host's SSH connection (registry: none): " + ", ".join(parts)
+
+
+def cached_digests(project: Project, tag: str) -> dict[str, str]:
+    """``registry: none``: the manifest digest each image built for ``tag``
+    would be served with, from the local engine and the blob store only
+    (images not built or not cached yet are left out)."""
+    from ..errors import DeployError
+    from .blobs import BlobStore, store_dir
+    from .engine import Engine
+    from .refs import repository_name
+
+    try:
+        engine = Engine.from_env()
+    except DeployError:
+        return {}
+    store = BlobStore(store_dir(project.root))
+    out: dict[str, str] = {}
+    try:
+        for name, image in project.config.images.items():
+            ref = f"{repository_name(project.registry.server, image.repository)}:{tag}"
+            served = store.cached(engine, ref)
+            if served is not None:
+                out[name] = served.digest
+    finally:
+        engine.close()
+    return out

@@ -42,7 +42,7 @@ def engine() -> Iterator[Any]:
 
     try:
         eng = Engine.from_env()
-    except Exception as e:  # noqa: BLE001 - the reason is the message
+    except Exception as e:
         pytest.fail(f"no Docker engine answers: {e}", pytrace=False)
     yield eng
     eng.close()
@@ -74,7 +74,9 @@ def images(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[li
 def test_store_is_deterministic_and_reuses_layers(engine: Any, images: list[str],
                                                    tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "a")
+    assert store.cached(engine, images[0]) is None  # nothing compressed yet
     one = store.prepare(engine, "web", images[0])
+    assert store.cached(engine, images[0]) == one  # plan --diff pins what ship serves
     assert store.prepare(engine, "web", images[0]) == one
     fresh = BlobStore(tmp_path / "b").prepare(engine, "web", images[0])
     assert fresh.digest == one.digest  # the same bytes built: the same pinned digest
@@ -155,8 +157,8 @@ def test_reverse_tunnel_on_a_real_sshd(engine: Any, images: list[str], tmp_path:
         assert out["manifest"] == [200, served.digest]
         assert out["missing"] == 404 and out["tag"] == 404 and out["put"] == 405
         # The forward is gone with the tunnel, on the same connection.
-        after = ex.run(cmd("sh", "-c", f"python3 -c 'import socket; socket.create_connection("
-                                       f"(\"127.0.0.1\", {port}), timeout=3)' 2>&1 || echo refused"))
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3)"
+        after = ex.run(cmd("sh", "-c", f"python3 -c {shlex.quote(probe)} 2>&1 || echo refused"))
         assert "refused" in after.stdout
         assert ex.stats().connections_opened == 1
 
