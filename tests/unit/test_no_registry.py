@@ -4,6 +4,8 @@ transport itself is tested against a real sshd and the sandbox)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import BASIC_PROJECT, ENV, MakeProject
 
@@ -54,3 +56,22 @@ def test_port_is_stable_per_app_and_in_range() -> None:
     for app in ("a", "shop", "rollapp", "x" * 60):
         assert PORT_BASE <= loopback_port(app) < PORT_BASE + PORT_SPAN
     assert loopback_server("shop") == f"127.0.0.1:{loopback_port('shop')}"
+
+
+def test_plan_shows_what_each_host_would_be_sent(make_project: MakeProject) -> None:
+    from test_cli import deployer
+
+    root = make_project({"deployer.yaml": NO_REG_PROJECT})
+    p = deployer("-C", str(root), "-o", "json", "plan", "prod")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["images"]["web"].startswith(loopback_server("shop") + "/shop/web:")
+    for host in data["hosts"]:
+        sent = host["images_sent"]["web"]
+        # Nothing was built for this tag: no size can be known, and plan says why.
+        assert sent["bytes"] is None and sent["why"]
+        steps = {s["step"]: s for s in host["steps"]}
+        assert "registry login" not in steps  # no credentials anywhere
+        assert steps["pull images"]["note"].startswith("over this host's SSH connection")
+    text = deployer("-C", str(root), "plan", "prod", "--no-files")
+    assert "pull images (over this host's SSH connection (registry: none): web " in text.stdout
