@@ -192,3 +192,30 @@ def test_cancel_cuts_a_transfer(engine: Any, images: list[str], tmp_path: Path,
             res = ex.run(cmd("python3", "-c", reader), timeout=120)
         assert int(res.stdout) < len(big)
     assert served.digest  # the store itself is untouched by the cut
+
+
+def test_mirrored_image_is_served_the_same_way(engine: Any, images: list[str],
+                                               tmp_path: Path) -> None:
+    """``source:`` images with ``registry: none``: taken from the local engine,
+    tagged under the loopback registry and pinned by the store's digest."""
+    from deployer.config import load_project
+    from deployer.images.loopback import loopback_server
+    from deployer.images.progress import PlainImageReporter
+    from deployer.images.stage import build_and_push
+
+    (tmp_path / "deployer.yaml").write_text(
+        f"app: mirrorapp\nregistry: none\nimages:\n"
+        f"  base: {{repository: mirrorapp/base, source: {images[0]}}}\n")
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "inventories" / "prod.yaml").write_text("hosts: {h: {}}\n")
+    project = load_project(tmp_path, "prod", {})
+    server = loopback_server("mirrorapp")
+    try:
+        with open(os.devnull, "w") as quiet:
+            pinned = build_and_push(project, "t1", PlainImageReporter(quiet), engine=engine)
+        name, _, digest = pinned["base"].partition("@")
+        assert name == f"{server}/mirrorapp/base:t1"
+        served = BlobStore(tmp_path / ".deployer" / "images").served(digest)
+        assert served is not None and served.config.digest == engine.image(images[0]).id
+    finally:
+        subprocess.run(["docker", "rmi", f"{server}/mirrorapp/base:t1"], capture_output=True)
