@@ -107,8 +107,10 @@ def ship(env: str, version: str, hosts: list[Any]) -> tuple[float, dict[str, int
     return took, {n: after[n] - before[n] for n in after}
 
 
-def measure(info: Any, ns: list[int], repeat: int) -> list[dict[str, Any]]:
-    rows = []
+def measure(info: Any, ns: list[int], repeat: int, partial: Path) -> list[dict[str, Any]]:
+    """Every cell's rows, also written to ``partial`` as they come (so a run
+    cut short keeps what it measured)."""
+    rows: list[dict[str, Any]] = []
     for n in ns:
         hosts = list(info.hosts)[:n]
         for mode, env in MODES.items():
@@ -124,7 +126,9 @@ def measure(info: Any, ns: list[int], repeat: int) -> list[dict[str, Any]]:
                 log(f"N={n} {mode}: changed ship to {version}: {took:.2f}s, "
                     f"median {statistics.median(got.values()):.0f} bytes in per host")
             rows.append({"hosts": n, "mode": mode, "seconds": statistics.median(times),
-                         "runs": times, "rx_bytes_per_host": statistics.median(taken)})
+                         "runs": times, "rx_bytes_per_host": statistics.median(taken),
+                         "load": round(os.getloadavg()[0], 1)})
+            partial.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
 
@@ -160,8 +164,9 @@ def main() -> None:
     sys.path.insert(0, str(BENCH.parent))
     load = [os.getloadavg()[0]]
     info = setup(max(ns), args.base_image)
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        rows = measure(info, ns, args.repeat)
+        rows = measure(info, ns, args.repeat, args.out / "no-registry.partial.json")
     finally:
         if args.down:
             from deployer.sandbox import manager
@@ -170,9 +175,9 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     data = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ns": ns,
             "repeat": args.repeat, "load": [round(x, 1) for x in load], "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "no-registry.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out / "no-registry.md").write_text(markdown(data))
+    (args.out / "no-registry.partial.json").unlink(missing_ok=True)
     sys.stdout.write(markdown(data))
 
 
