@@ -182,6 +182,17 @@ class RegistryConfig(Strict):
     password: SecretField | None = None
     none: bool = Field(default=False, description="set by `registry: none`; not a YAML key")
 
+    @staticmethod
+    def _schema(schema: dict[str, Any]) -> None:
+        """For editors: a mapping without ``none``, or the word ``none``."""
+        obj = {k: v for k, v in schema.items() if k not in ("description", "title")}
+        obj["properties"] = {k: v for k, v in obj.get("properties", {}).items() if k != "none"}
+        keep: dict[str, Any] = {k: schema[k] for k in ("description", "title") if k in schema}
+        schema.clear()
+        schema.update(keep, anyOf=[obj, {"const": "none", "type": "string"}])
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema)
+
     @model_validator(mode="before")
     @classmethod
     def _none(cls, data: Any) -> Any:

@@ -75,3 +75,17 @@ def test_plan_shows_what_each_host_would_be_sent(make_project: MakeProject) -> N
         assert steps["pull images"]["note"].startswith("over this host's SSH connection")
     text = deployer("-C", str(root), "plan", "prod", "--no-files")
     assert "pull images (over this host's SSH connection (registry: none): web " in text.stdout
+
+
+def test_schema_offers_the_word_none_and_no_none_key() -> None:
+    import jsonschema
+
+    from deployer.config.models import ProjectConfig
+
+    schema = ProjectConfig.model_json_schema()
+    base = {"app": "shop"}
+    jsonschema.validate({**base, "registry": "none"}, schema)
+    jsonschema.validate({**base, "registry": {"server": "r:5000"}}, schema)
+    for bad in ({"none": True}, "nope"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "registry": bad}, schema)
