@@ -69,8 +69,11 @@ def file_row(f: ReleaseFile) -> dict[str, Any]:
 
 
 def plan_data(dry: DryRun) -> dict[str, Any]:
+    from deployer.images.estimate import describe, image_sends
+
     plan = dry.plan
     p = plan.project
+    sends = image_sends(p, plan.tag)  # registry: none only
     out: dict[str, Any] = {
         "app": p.app,
         "env": p.env,
@@ -102,6 +105,11 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
                 for s in dry.hosts[hp.host.name].steps
             ],
         })
+        if sends is not None:
+            out["hosts"][-1]["images_sent"] = sends
+            for step in out["hosts"][-1]["steps"]:
+                if step["step"] == "pull images":
+                    step["note"] = describe(sends)
     return out
 
 

@@ -160,6 +160,10 @@ def load_project(
     _check_roles(inventory, imap)
 
     registry = inventory.registry or config.registry
+    if registry.none:
+        from deployer.images.loopback import loopback_server
+
+        registry = registry.model_copy(update={"server": loopback_server(config.app)})
     return Project(root, env, config, inventory, hosts, registry, cmap, imap)
 
 

@@ -173,11 +173,39 @@ class Strict(BaseModel):
 
 
 class RegistryConfig(Strict):
-    """Where images are pushed and pulled. ``server`` omitted means Docker Hub."""
+    """Where images are pushed and pulled. ``server`` omitted means Docker Hub.
+    ``registry: none`` (the string) means no registry at all: deployer serves
+    the images to each host over its SSH connection (``none`` is then true and
+    the loader sets ``server`` to the loopback address the hosts pull from)."""
 
     server: str | None = None
     username: str | None = None
     password: SecretField | None = None
+    none: bool = Field(default=False, description="set by `registry: none`; not a YAML key")
+
+    @staticmethod
+    def _schema(schema: dict[str, Any]) -> None:
+        """For editors: a mapping without ``none``, or the word ``none``."""
+        obj = {k: v for k, v in schema.items() if k not in ("description", "title")}
+        obj["properties"] = {k: v for k, v in obj.get("properties", {}).items() if k != "none"}
+        keep: dict[str, Any] = {k: schema[k] for k in ("description", "title") if k in schema}
+        schema.clear()
+        schema.update(keep, anyOf=[obj, {"const": "none", "type": "string"}])
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data.strip().lower() == "none":
+                return {"none": True}
+            raise ValueError(
+                "must be a mapping (server, username, password) or the word none"
+            )
+        if isinstance(data, dict) and "none" in data:
+            raise ValueError("unknown key 'none': write `registry: none` for no registry")
+        return data
 
     @model_validator(mode="after")
     def _pair(self) -> RegistryConfig:

@@ -176,8 +176,15 @@ def resolve_images(project: Project, tag: str) -> tuple[dict[str, str], list[str
     by_engine = not host or "/" in host
     refs: dict[str, str] = {}
     unpinned: list[str] = []
+    served: dict[str, str] | None = None
+    if reg.none:  # no registry: the digests the blob store would serve
+        from deployer.images.estimate import cached_digests
+
+        served = cached_digests(project, tag)
     for name, img in project.config.images.items():
-        if by_engine:
+        if served is not None:
+            digest = served.get(name)
+        elif by_engine:
             digest = _engine_digest(project, image_ref(reg.server, img.repository, tag))
         else:
             digest = manifest_digest(reg.server, img.repository, tag, user, password)

@@ -255,13 +255,31 @@ class HostShip:
                 env = login.env
             compose = self.session.compose(hp.release, env)
             with run.step("pull images"):
-                ex.run(compose.pull(), timeout=900)
+                self._pull(compose)
             self._check_cancel("compose up")
             return self._up_and_gate(compose, state, env)
         finally:
             if login is not None:
                 with run.step("remove registry credentials"), contextlib.suppress(HostError):
                     ex.run(login.cleanup, check=False)
+
+    def _pull(self, compose: Compose) -> None:
+        """``compose pull``; with ``registry: none`` through a reverse tunnel
+        to deployer's own image server (only for the pull: nothing stays)."""
+        from deployer.images.carry import images_to_host
+
+        with images_to_host(self.project, self.ex, self.hp.host.name, self.s.cancel) as tunnel:
+            try:
+                self.ex.run(compose.pull(), timeout=900)
+            except HostError:
+                if tunnel is not None and self.s.cancel.is_set():
+                    raise StoppedBeforeStep(self.hp.host.name, "pull images",
+                                            "interrupted during the image transfer; "
+                                            "nothing was started") from None
+                raise
+            finally:
+                if tunnel is not None:
+                    self.run.log(f"sent {tunnel.sent} bytes of images over SSH")
 
     def _upload(self) -> None:
         """The whole release (templates, copies, manifest) as one tar stream

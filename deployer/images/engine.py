@@ -36,6 +36,9 @@ class EngineError(Exception):
 class LocalImage:
     id: str
     repo_digests: list[str] = field(default_factory=list)
+    #: the uncompressed layers' digests, bottom first (``RootFS.Layers``)
+    diff_ids: list[str] = field(default_factory=list)
+    size: int = 0  # uncompressed bytes, all layers
 
 
 class Engine:
@@ -94,7 +97,9 @@ class Engine:
             if e.status == 404:
                 return None
             raise
-        return LocalImage(id=data["Id"], repo_digests=list(data.get("RepoDigests") or []))
+        return LocalImage(id=data["Id"], repo_digests=list(data.get("RepoDigests") or []),
+                          diff_ids=list((data.get("RootFS") or {}).get("Layers") or []),
+                          size=int(data.get("Size") or 0))
 
     def tag(self, image_id: str, name: str, tag: str) -> None:
         with _errors():
@@ -134,6 +139,11 @@ class Engine:
             yield from self.api.push(
                 name, tag=tag, stream=True, decode=True, auth_config=_auth(auth)
             )
+
+    def save(self, ref: str) -> Iterator[bytes]:
+        """``docker save ref``: the image as a tar stream, in chunks."""
+        with _errors():
+            yield from self.api.get_image(ref, chunk_size=1 << 20)
 
     def pull(self, ref: str, auth: Auth | None) -> Iterator[dict[str, Any]]:
         from .refs import split_ref

@@ -100,9 +100,32 @@ def _build_all(
     return ids
 
 
+def _serve_all(
+    engine: Engine, project: Project, tag: str, reporter: ImageReporter
+) -> dict[str, str]:
+    """``registry: none``: each image's blobs into the project's store (only
+    layers not there yet are compressed); its manifest digest pins it."""
+    from .blobs import BlobStore, store_dir
+
+    store = BlobStore(store_dir(project.root))
+    pinned: dict[str, str] = {}
+    for name, image in project.config.images.items():
+        target = _target(project, name)
+        if image.source and engine.image(f"{target}:{tag}") is None:
+            mirror_image(engine, name, image, target, tag, project.registry, reporter)
+        reporter.start(name, "prepare", f"{target}:{tag}")
+        served = store.prepare(engine, name, f"{target}:{tag}")
+        reporter.done(name, f"{target}:{tag}@{served.digest} ({served.size} bytes, "
+                            f"{len(served.layers)} layers)")
+        pinned[name] = pinned_ref(project.registry.server, image.repository, tag, served.digest)
+    return pinned
+
+
 def _push_all(
     engine: Engine, project: Project, tag: str, reporter: ImageReporter
 ) -> dict[str, str]:
+    if project.registry.none:
+        return _serve_all(engine, project, tag, reporter)
     pinned: dict[str, str] = {}
     for name, image in project.config.images.items():
         target = _target(project, name)
@@ -189,6 +212,14 @@ def resolve_pushed(
 
     check_inputs(project, tag)
     reporter = reporter or make_reporter()
+    if project.registry.none:
+        # Nothing was pushed anywhere: the images built for ``tag`` are the
+        # local engine's, served from the project's store as ship serves them.
+        try:
+            with _engine(engine) as local:
+                return _serve_all(local, project, tag, reporter)
+        finally:
+            reporter.close()
     auth = registry_auth(project.registry)
     creds = (auth["username"], auth["password"]) if auth else (None, None)
     server = project.registry.server
