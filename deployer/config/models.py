@@ -519,6 +519,8 @@ class InventoryConfig(Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     registry: RegistryConfig | None = None
     secrets_file: str | None = None
+    #: an argv whose stdout is dotenv: secrets from a manager (environment > it > secrets_file).
+    secrets_command: list[str] | None = None
     #: compose profiles for this environment (overrides deployer.yaml's).
     profiles: list[str] | None = None
     #: This environment's deploy dir on its hosts (overrides deployer.yaml's).
