@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,8 @@ def file_row(f: ReleaseFile) -> dict[str, Any]:
 
 
 def plan_data(dry: DryRun) -> dict[str, Any]:
+    from deployer.hooks import LOCAL, configured
+
     plan = dry.plan
     p = plan.project
     out: dict[str, Any] = {
@@ -78,6 +81,8 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
         "tag": plan.tag,
         "images": plan.images,
         "assuming": dry.assuming,
+        "hooks": [{"hook": n, "where": "local" if n in LOCAL else "each host", "argv": a}
+                  for n, a in configured(p)],
         "hosts": [],
     }
     for hp in plan.hosts:
@@ -133,6 +138,8 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
     for name, ref in plan.images.items():
         out(f"  image {name}: {ref}  (digest pinned at ship)", markup=False)
     out(f"  assuming: {dry.assuming}", markup=False)
+    for hk in data["hooks"]:
+        out(f"  hook {hk['hook']} ({hk['where']}): {shlex.join(hk['argv'])}", markup=False)
     for h in data["hosts"]:
         out("")
         groups = ",".join(h["groups"]) or "-"

@@ -44,6 +44,8 @@ class Project:
     registry: RegistryConfig
     config_map: SourceMap = field(repr=False)
     inventory_map: SourceMap = field(repr=False)
+    #: the values of deployer.yaml's hooks.env (secrets hooks may see)
+    hook_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def app(self) -> str:
@@ -169,7 +171,10 @@ def load_project(
     _check_roles(inventory, imap)
 
     registry = inventory.registry or config.registry
-    return Project(root, env, config, inventory, hosts, registry, cmap, imap)
+    from deployer.hooks import resolve_env
+
+    hook_secrets = resolve_env(config.hooks.env, lookup, cmap, config.hooks)
+    return Project(root, env, config, inventory, hosts, registry, cmap, imap, hook_secrets)
 
 
 def _absolute_paths(h: Host, root: Path) -> Host:

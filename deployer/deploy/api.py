@@ -34,7 +34,8 @@ from deployer.deploy.rollout import RolloutPolicy, parse_batches
 from deployer.deploy.runner import RunOptions, ssh_executor
 from deployer.deploy.runner import run_command as _run_command
 from deployer.deploy.ship import HostShip, ShipSettings
-from deployer.errors import ConfigError
+from deployer.errors import ConfigError, DeployError
+from deployer.hooks import run_local as run_local_hook
 from deployer.plan import (
     HostPlan,
     Plan,
@@ -48,6 +49,7 @@ from deployer.remote.base import Executor
 from deployer.remote.preconnect import Preconnected
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
+from deployer.secrets import mask
 
 if TYPE_CHECKING:
     from deployer.commands import health, release
@@ -193,7 +195,8 @@ def plan(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> 
     project, hosts, _ = load(target)
     stamp = stamp or new_stamp(_tag(project, tag))
     p = _render(project, hosts, stamp)
-    settings = plan_settings(p.project, stamp.who, stamp.when)
+    settings = dataclasses.replace(plan_settings(p.project, stamp.who, stamp.when),
+                                   hosts=tuple(h.name for h in hosts))
     return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings) for hp in p.hosts})
 
 
@@ -232,6 +235,55 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.
     _render(project, hosts, stamp)
+    names = [h.name for h in hosts]
+    reps: list[Reporter] = []
+
+    def log(line: str) -> None:
+        if reps:
+            reps[0].log("local", line)
+        else:  # the reporter (a live view) starts after the image stage
+            sys.stderr.write(mask(f"local: {line}") + "\n")
+
+    def hook(name: str) -> None:
+        run_local_hook(project, name, stamp.release, names, log)
+
+    def make_reporter() -> Reporter:
+        reps.append(reporter())
+        return reps[0]
+
+    try:
+        hook("pre_build")  # before anything is built or any host is connected
+        run = _ship_run(project, hosts, make_reporter, opts, stamp, stage, hook)
+    except BaseException:
+        _on_failure(hook, log)
+        raise
+    rep = reps[0]
+    post_failed: DeployError | None = None
+    if run.ok:
+        try:
+            hook("post_deploy")
+        except DeployError as e:
+            post_failed = e
+    else:
+        _on_failure(hook, log)
+    rep.finish(run)
+    if post_failed is not None:
+        raise post_failed
+    return run
+
+
+def _on_failure(hook: Callable[[str], None], log: Callable[[str], None]) -> None:
+    """The on_failure hook; its own failure is only reported."""
+    try:
+        hook("on_failure")
+    except DeployError as e:
+        log(e.message)
+
+
+def _ship_run(project: Project, hosts: list[Host], reporter: ReporterFactory, opts: RunOptions,
+              stamp: Stamp, stage: ImageStage, hook: Callable[[str], None]) -> RunReport:
+    """The images, the pre_deploy hook and the rollout."""
+    tag = stamp.tag
     pre = preconnect_first_batch(project, hosts, opts)
     try:
         images = stage(project, tag)
@@ -242,21 +294,21 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
             health_timeout=project.config.health_timeout,
             keep_releases=project.config.keep_releases,
             cancel=opts.cancel,
+            hosts=tuple(h.name for h in hosts),
         )
+        rep = reporter()
+        hook("pre_deploy")  # after the images, before the first host
 
         def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
             hp: HostPlan = by_host[host.name]
             return HostShip(project, hp, ex, run, settings).ship()
 
-        rep = reporter()
         # Ctrl-C during the image stage aborts it at once; from here on it
         # stops starting hosts and lets those in flight finish.
         with interruptible(opts.cancel):
-            run = _run_command("ship", project, hosts, job, rep,
-                               dataclasses.replace(opts, executor=pre.executor),
-                               release=stamp.release, images=images)
-        rep.finish(run)
-        return run
+            return _run_command("ship", project, hosts, job, rep,
+                                dataclasses.replace(opts, executor=pre.executor),
+                                release=stamp.release, images=images)
     finally:
         pre.close()
 

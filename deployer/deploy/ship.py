@@ -25,6 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer import hooks
 from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
 from deployer.config import Project
@@ -52,6 +53,7 @@ class ShipSettings:
     poll_interval: float = 1.0
     log_tail: int = 30
     cancel: threading.Event = field(default_factory=threading.Event)
+    hosts: tuple[str, ...] = ()  # the run's targeted hosts (hooks' DEPLOYER_HOSTS)
 
 
 def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
@@ -235,6 +237,9 @@ class HostShip:
             with run.step("pull images"):
                 ex.run(compose.pull(), timeout=900)
             self._check_cancel("compose up")
+            why = hooks.run_remote(ex, run, self.project, "pre_up", hp.release, self.s.hosts)
+            if why is not None:  # nothing started yet: the host keeps its release
+                raise HostError(hp.host.name, "hook pre_up", why)
             return self._up_and_gate(compose, state, env)
         finally:
             if login is not None:
@@ -260,6 +265,9 @@ class HostShip:
         hp, run, ex = self.hp, self.run, self.ex
         failure = start_and_gate(self.session, compose, hp.compose.services,
                                  hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit)
+        if failure is None:  # healthy; post_up fails it as a healthcheck would
+            failure = hooks.run_remote(ex, run, self.project, "post_up", hp.release,
+                                       self.s.hosts)
         if failure is None:
             with run.step("switch current"):
                 ex.run(release.switch_current(self.dir, hp.release, self.s.when))
