@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     PlainValidator,
@@ -392,6 +393,9 @@ class ProjectConfig(Strict):
     #: compose profiles to enable (default: COMPOSE_PROFILES from the environment or .env).
     profiles: list[str] | None = None
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+    #: free space ship keeps on the Docker root and the deploy dir beyond the
+    #: release's own size: "2GB", "500MB", "1GiB" or bytes.
+    min_free: ByteSize = Field(default=ByteSize(2_000_000_000), ge=0)
 
     @field_validator("shared")
     @classmethod

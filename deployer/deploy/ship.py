@@ -25,7 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployer import hooks
+from deployer import diskspace, hooks
 from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
 from deployer.config import Project
@@ -54,6 +54,7 @@ class ShipSettings:
     log_tail: int = 30
     cancel: threading.Event = field(default_factory=threading.Event)
     hosts: tuple[str, ...] = ()  # the run's targeted hosts (hooks' DEPLOYER_HOSTS)
+    image_sizes: dict[str, int] = field(default_factory=dict)  # ref -> bytes (free space)
 
 
 def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
@@ -214,6 +215,11 @@ class HostShip:
         with run.step("clean up stale uploads"):
             ex.run(release.remove_partials(self.dir))
             ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
+        with run.step("check free space"):  # before the upload and the pull
+            diskspace.check(ex, hp.host.name, self.dir,
+                            {r: self.s.image_sizes.get(r, 0) for r in hp.images.values()},
+                            sum(f.length for f in hp.files), int(self.project.config.min_free),
+                            sudo=facts.docker_sudo)
         self._check_cancel("upload")
         with run.step("upload release"):
             self._upload()

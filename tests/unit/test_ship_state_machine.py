@@ -56,6 +56,7 @@ LOCKED = [
     "take the deploy lock",
     "remove stale partial uploads",
     "remove stale registry credentials",
+    "check free space",
     f"unpack the release into releases/{NEW}.partial",
     f"finalize release {NEW}",
     "create shared directories",
@@ -133,7 +134,7 @@ def cases(fp: str) -> list[Case]:
              {"read current release": [(0, state(OLD))],
               "take the deploy lock": [(0, f"current={OLD}\n")],
               f"unpack the release into releases/{NEW}.partial": [(1, "")]},
-             [*BEFORE_LOCK, *LOCKED[:4], "release the deploy lock"], "failed", NEW,
+             [*BEFORE_LOCK, *LOCKED[:5], "release the deploy lock"], "failed", NEW,
              error="upload release: exit code 1"),
         Case("unreachable host",
              {"read current release": [UnreachableError("web-1", "connection refused")]},
@@ -228,6 +229,7 @@ INTERRUPTS = {
     "lock": "before upload",
     "claim deploy dir": "before upload",
     "clean up stale uploads": "before upload",
+    "check free space": "before upload",
     "upload release": "before compose up",
     "create shared dirs": "before compose up",
     "registry login": "before compose up",
@@ -244,7 +246,7 @@ INTERRUPTS = {
 # The commands a host stopped at each check point has seen.
 STOPPED = {
     "before lock": BEFORE_LOCK + UNOWNED + PREPARE,
-    "before upload": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:3]
+    "before upload": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:4]
     + ["release the deploy lock"],
     "before compose up": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM
     + LOCKED[1:LOCKED.index("compose pull") + 1] + CLEANUP,
