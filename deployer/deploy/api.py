@@ -23,8 +23,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from deployer.audit import audited
+from deployer.audit import context as audit_context
 from deployer.commands.release import read_state
 from deployer.config import Host, Project
 from deployer.deploy import day2
@@ -57,9 +59,9 @@ if TYPE_CHECKING:
     from deployer.images.progress import ImageReporter
 
 __all__ = [
-    "DryRun", "RunOptions", "Stamp", "Target", "bootstrap", "exec_in", "image_stage", "load",
-    "lock", "logs", "new_stamp", "plan", "policy_for", "releases", "render", "rollback", "ship",
-    "ship_hosts", "ssh_executor", "status", "unlock",
+    "DryRun", "RunOptions", "Stamp", "Target", "audit", "bootstrap", "exec_in", "image_stage",
+    "load", "lock", "logs", "new_stamp", "plan", "policy_for", "releases", "render", "rollback",
+    "ship", "ship_hosts", "ssh_executor", "status", "unlock",
 ]
 
 ReporterFactory = Callable[[], Reporter]
@@ -301,9 +303,11 @@ def _ship_run(project: Project, hosts: list[Host], reporter: ReporterFactory, op
         rep = reporter()
         hook("pre_deploy")  # after the images, before the first host
 
-        def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+        def ship_host(ex: Executor, run: HostRun, host: Host) -> HostReport:
             hp: HostPlan = by_host[host.name]
             return HostShip(project, hp, ex, run, settings).ship()
+
+        job = audited("ship", audit_context(project), ship_host)
 
         # Ctrl-C during the image stage aborts it at once; from here on it
         # stops starting hosts and lets those in flight finish.
@@ -376,3 +380,19 @@ def exec_in(target: Target, reporter: Reporter, on_line: day2.HostLine, service:
     host = hosts[0]
     return host, day2.exec_in(project, host, service, argv, interactive, on_line, reporter,
                               opts)
+
+
+def audit(target: Target, reporter: Reporter, *, since: str | None = None,
+          lines: int = 100) -> tuple[RunReport, list[dict[str, Any]]]:
+    """``deployer audit``: the targeted hosts' audit logs merged, newest
+    first, at most ``lines`` entries since ``since``."""
+    from deployer import audit as trail
+
+    if lines < 1:
+        raise ConfigError("--lines must be at least 1")
+    floor = trail.parse_since(since) if since is not None else None
+    project, hosts, opts = load(target, all_at_once=True)
+    found: dict[str, list[dict[str, Any]]] = {}
+    run = _run_command("audit", project, hosts, trail.read_job(project.deploy_dir, lines, found),
+                       reporter, opts)
+    return _finished(reporter, run), trail.merge(found.values(), floor, lines)

@@ -125,7 +125,7 @@ def test_rollback_goes_through_the_health_gate_and_says_from_and_to(
     assert hosts.names("web-1") == [
         "probe host facts", "list releases", "take the deploy lock",
         "read the manifest of r1", "compose up", "check container health",
-        "switch current to r1", "release the deploy lock",
+        "switch current to r1", "release the deploy lock", "append to the audit log",
     ]
 
 
@@ -169,7 +169,7 @@ def test_unhealthy_rollback_restores_the_current_release_and_waits_for_it(
     # r2 came up again and was waited for, like ship's own rollback
     assert names[names.index("read the manifest of r2"):] == [
         "read the manifest of r2", "compose up", "check container health",
-        "release the deploy lock",
+        "release the deploy lock", "append to the audit log",
     ]
 
 
@@ -305,7 +305,8 @@ def test_lock_prepares_a_new_tree_and_refuses_a_held_lock(make_project: MakeProj
                         RunOptions(executor=hosts))
     assert (run.hosts[0].result, run.hosts[0].detail) == ("ok", "locked")
     assert hosts.names("web-1") == ["read current release", "probe host facts",
-                                    "prepare /opt/shop", "take the deploy lock"]
+                                    "prepare /opt/shop", "take the deploy lock",
+                                    "append to the audit log"]
     held = Hosts({"read current release": [(0, _state("r1"))], "take the deploy lock": [HELD]})
     run = day2.set_lock(project, project.select("web-1"), "again", Quiet(),
                         RunOptions(executor=held))
@@ -320,4 +321,5 @@ def test_unlock_says_whose_lock_it_broke(make_project: MakeProject) -> None:
     run = day2.unlock(project, project.hosts, Quiet(), RunOptions(executor=hosts))
     assert [h.detail for h in run.hosts] == [
         "released locked by alice@laptop since 2026-01-01T10:00:00Z (db migration)"] * 2
-    assert hosts.names("web-2") == ["show the deploy lock", "release the deploy lock"]
+    assert hosts.names("web-2") == ["show the deploy lock", "release the deploy lock",
+                                    "append to the audit log"]

@@ -1,0 +1,57 @@
+"""``deployer audit ENV``: the hosts' audit logs, merged, newest first."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from deployer.cli.deploy_cmds import EnvArg, LimitOpt, _errors_only, _quiet, _target
+
+COLUMNS = ("time", "host", "action", "result", "release", "user", "commit", "duration",
+           "detail")
+
+
+def _cell(entry: dict[str, Any], key: str) -> str:
+    v = entry.get(key)
+    if v is None:
+        return "-"
+    if key == "commit":
+        return str(v)[:12] + ("+dirty" if str(v).endswith("+dirty") else "")
+    if key == "duration":
+        return f"{float(v):.1f}s"
+    return str(v)
+
+
+def audit(
+    ctx: typer.Context,
+    env: str = EnvArg,
+    limit: Optional[str] = LimitOpt,  # noqa: UP045
+    since: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--since", help="e.g. 2h, 7d or 2026-12-01T10:00Z (UTC)."),
+    lines: int = typer.Option(100, "--lines", "-n", help="At most this many entries."),
+) -> None:
+    """Who shipped, rolled back, locked, unlocked, pruned or exec'd what,
+    where and when: every targeted host's audit.log, newest first."""
+    from deployer.cli.output import out, raw_json
+    from deployer.deploy import api
+
+    state, target = _target(ctx, env, limit)
+    run, entries = api.audit(target, _quiet(), since=since, lines=lines)
+    if state.output == "json":
+        raw_json(entries)
+    else:
+        from rich.table import Table
+        from rich.text import Text
+
+        t = Table(title=f"audit {run.app} / {env}", title_justify="left")
+        for c in COLUMNS:
+            t.add_column(c, overflow="fold", no_wrap=c in ("time", "duration"))
+        for e in entries:
+            t.add_row(*(Text(_cell(e, c)) for c in COLUMNS))
+        out(t)
+    _errors_only(run)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(audit)
