@@ -24,6 +24,8 @@ _STEP_NOTES = {
     "prune releases": "keep {keep}",
     "upload release": "one tar stream: {files} files + manifest.json, {bytes} bytes",
     "registry login": "password on stdin",
+    "check free space": "release files + images not on the host + min_free {min_free}",
+    "prune images": "removes the app's images and stopped containers no kept release uses",
 }
 
 
@@ -70,6 +72,7 @@ def file_row(f: ReleaseFile) -> dict[str, Any]:
 
 
 def plan_data(dry: DryRun) -> dict[str, Any]:
+    from deployer.diskspace import human
     from deployer.hooks import LOCAL, configured
 
     plan = dry.plan
@@ -91,7 +94,8 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
                  "services": ", ".join(hp.compose.services),
                  "keep": str(p.config.keep_releases),
                  "files": str(len(hp.files)),
-                 "bytes": str(sum(f.length for f in hp.files))}
+                 "bytes": str(sum(f.length for f in hp.files)),
+                 "min_free": human(int(p.config.min_free))}
         out["hosts"].append({
             "name": hp.host.name,
             "address": hp.host.address,

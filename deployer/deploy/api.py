@@ -60,8 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DryRun", "RunOptions", "Stamp", "Target", "audit", "bootstrap", "exec_in", "image_stage",
-    "load", "lock", "logs", "new_stamp", "plan", "policy_for", "releases", "render", "rollback",
-    "ship", "ship_hosts", "ssh_executor", "status", "unlock",
+    "load", "lock", "logs", "new_stamp", "plan", "policy_for", "prune", "releases", "render",
+    "rollback", "ship", "ship_hosts", "ssh_executor", "status", "unlock",
 ]
 
 ReporterFactory = Callable[[], Reporter]
@@ -396,3 +396,15 @@ def audit(target: Target, reporter: Reporter, *, since: str | None = None,
     run = _run_command("audit", project, hosts, trail.read_job(project.deploy_dir, lines, found),
                        reporter, opts)
     return _finished(reporter, run), trail.merge(found.values(), floor, lines)
+
+
+def prune(target: Target, reporter: Reporter) -> RunReport:
+    """``deployer prune``: remove the app's images and stopped containers no
+    kept release uses, on every targeted host."""
+    from deployer.prune import prune_job
+
+    project, hosts, opts = load(target, all_at_once=True)
+    stamp = new_stamp("prune")
+    job = audited("prune", audit_context(project),
+                  prune_job(project, stamp.who, stamp.when, f"prune-{stamp.when}"))
+    return _finished(reporter, _run_command("prune", project, hosts, job, reporter, opts))

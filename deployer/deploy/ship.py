@@ -4,10 +4,13 @@ than it found it.
     read current release (no-op check: done when unchanged)
     -> check docker (bootstrap if missing) -> prepare deploy dir (if needed)
     -> lock (state read again if another run switched releases meanwhile)
-    -> clean up stale uploads -> upload into <id>.partial -> rename to <id>
-    -> shared dirs -> registry login -> pull -> compose up -> wait healthy
-    -> switch ``current`` -> prune -> remove the run's credentials -> unlock
-    on failure after ``up``: logs of the failing service, previous release
+    -> clean up stale uploads -> check free space
+    -> upload into <id>.partial -> rename to <id>
+    -> shared dirs -> registry login -> pull
+    -> (pre_up hook) -> compose up -> wait healthy -> (post_up hook)
+    -> switch ``current`` -> prune releases -> prune images
+    -> remove the run's credentials -> unlock
+    on failure after ``up`` (or of post_up): logs of the failing service, previous release
     up again, wait healthy, ``current`` untouched -> "rolled back"
 
 A release directory that exists is always complete (it is renamed into place
@@ -34,6 +37,7 @@ from deployer.deploy.hostrun import HostRun
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
 from deployer.plan import HostPlan
+from deployer.prune import prune_after_switch
 from deployer.release_tar import SourceChanged, release_files, tar_stream
 from deployer.remote.base import Executor
 from deployer.report.model import HostReport
@@ -281,6 +285,8 @@ class HostShip:
                 pruned = ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
             for kept in release.parse_prune_failures(pruned.stdout):
                 run.log(f"prune: could not remove release {kept}")
+            with run.step("prune images"):  # those no kept release uses
+                prune_after_switch(ex, run, self.project, sudo=self.session.probe().docker_sudo)
             return run.report("deployed")
         # The new release did not come up healthy: record it, bring the old one back.
         record_failed(self.session, hp.release, self.s.when)

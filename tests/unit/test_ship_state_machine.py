@@ -65,7 +65,8 @@ LOCKED = [
     "compose up",
     "check container health",
 ]
-DEPLOYED_TAIL = [f"switch current to {NEW}", "prune releases (keep 5)"]
+DEPLOYED_TAIL = [f"switch current to {NEW}", "prune releases (keep 5)",
+                 "read the kept releases' images", "list the app's images"]
 CLEANUP = ["remove the run's registry credentials", "release the deploy lock"]
 # A dir without an owner file: the host's compose projects are looked at
 # before anything changes, and the dir is claimed under the lock.
@@ -238,6 +239,7 @@ INTERRUPTS = {
     "wait healthy": "deployed",
     "switch current": "deployed",
     "prune releases": "deployed",
+    "prune images": "deployed",
     "remove registry credentials": "deployed",
     "unlock": "deployed",
 }

@@ -1,4 +1,5 @@
-"""``deployer audit ENV``: the hosts' audit logs, merged, newest first."""
+"""``deployer audit ENV`` (the hosts' audit logs, merged, newest first) and
+``deployer prune ENV`` (images no kept release uses)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from typing import Any, Optional
 
 import typer
 
-from deployer.cli.deploy_cmds import EnvArg, LimitOpt, _errors_only, _quiet, _target
+from deployer.cli.deploy_cmds import (
+    EnvArg,
+    LimitOpt,
+    _errors_only,
+    _exit,
+    _quiet,
+    _reporter,
+    _target,
+)
 
 COLUMNS = ("time", "host", "action", "result", "release", "user", "commit", "duration",
            "detail")
@@ -53,5 +62,16 @@ def audit(
     _errors_only(run)
 
 
+def prune(ctx: typer.Context, env: str = EnvArg,
+          limit: Optional[str] = LimitOpt) -> None:  # noqa: UP045
+    """Remove the app's images and stopped containers that no kept release
+    uses (ship does this after each switch)."""
+    from deployer.deploy import api
+
+    state, target = _target(ctx, env, limit)
+    _exit(api.prune(target, _reporter(state)))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(audit)
+    app.command()(prune)
