@@ -10,6 +10,7 @@ space needed and the space free.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 
 from deployer.commands import diskspace as cmds
@@ -46,6 +47,22 @@ def shortage(free: FreeSpace, files: int, min_free: int) -> str | None:
             return (f"not enough disk space on {m.path} (filesystem {m.mount}): needs "
                     f"{human(total)} ({detail}), {human(m.free)} free")
     return None
+
+
+class ImageSizes:
+    """:func:`local_image_sizes` of a run's images, looked up once, when the
+    first host needs them (a no-op ship never does), from any thread."""
+
+    def __init__(self, refs: Mapping[str, str]) -> None:
+        self._refs = dict(refs)
+        self._sizes: dict[str, int] | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> dict[str, int]:
+        with self._lock:
+            if self._sizes is None:
+                self._sizes = local_image_sizes(self._refs)
+            return self._sizes
 
 
 def local_image_sizes(refs: Mapping[str, str]) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """Free space on a host, in one round trip: the sizes of the release's
-images that are not on the host yet, the Docker root directory, and ``df``
-of it and of the deploy dir (parsed by :func:`parse_free`)."""
+images that are not on the host yet (the images come on stdin: data, never
+code), the Docker root directory, and ``df`` of it and of the deploy dir
+(parsed by :func:`parse_free`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from deployer.commands.base import Command, Script
 MARKER = "#deployer-diskspace"
 
 _PROBE = r"""
-d="$1"; shift
+d="$1"
 need=0
-while [ $# -ge 2 ]; do
-  docker image inspect --format . "$1" >/dev/null 2>&1 || need=$((need + $2))
-  shift 2
+while read -r ref size; do
+  [ -n "$ref" ] || continue
+  docker image inspect --format . "$ref" >/dev/null 2>&1 || need=$((need + size))
 done
 root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null) || root=
 [ -n "$root" ] || root=/var/lib/docker
@@ -29,12 +30,12 @@ printf 'df_dir=%s\n' "$(df -Pk -- "$d" 2>/dev/null | tail -n 1)"
 
 
 def probe(deploy_dir: str, image_sizes: Mapping[str, int], *, sudo: bool = False) -> Command:
-    """``image_sizes``: ref -> bytes it takes once pulled (0 when unknown).
-    ``sudo``: docker needs it in this session."""
-    args = [deploy_dir]
-    for ref, size in sorted(image_sizes.items()):
-        args += [by_digest(ref), str(max(0, int(size)))]
-    return Script(_PROBE, args=tuple(args), sudo=sudo,
+    """``image_sizes``: ref -> bytes it takes once pulled (0 when unknown),
+    sent as ``ref size`` lines on stdin (so ``plan``, which knows tags where
+    ship pins digests, shows the same command). ``sudo``: docker needs it."""
+    lines = "".join(f"{by_digest(ref)} {max(0, int(size))}\n"
+                    for ref, size in sorted(image_sizes.items()))
+    return Script(_PROBE, args=(deploy_dir,), sudo=sudo, stdin=lines,
                   description="check free space").command()
 
 

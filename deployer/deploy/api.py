@@ -36,7 +36,7 @@ from deployer.deploy.rollout import RolloutPolicy, parse_batches
 from deployer.deploy.runner import RunOptions, ssh_executor
 from deployer.deploy.runner import run_command as _run_command
 from deployer.deploy.ship import HostShip, ShipSettings
-from deployer.diskspace import local_image_sizes
+from deployer.diskspace import ImageSizes
 from deployer.errors import ConfigError, DeployError
 from deployer.hooks import run_local as run_local_hook
 from deployer.plan import (
@@ -298,7 +298,7 @@ def _ship_run(project: Project, hosts: list[Host], reporter: ReporterFactory, op
             keep_releases=project.config.keep_releases,
             cancel=opts.cancel,
             hosts=tuple(h.name for h in hosts),
-            image_sizes=local_image_sizes(images),
+            image_sizes=ImageSizes(images).get,
         )
         rep = reporter()
         hook("pre_deploy")  # after the images, before the first host

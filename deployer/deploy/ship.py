@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,8 @@ class ShipSettings:
     log_tail: int = 30
     cancel: threading.Event = field(default_factory=threading.Event)
     hosts: tuple[str, ...] = ()  # the run's targeted hosts (hooks' DEPLOYER_HOSTS)
-    image_sizes: dict[str, int] = field(default_factory=dict)  # ref -> bytes (free space)
+    #: ref -> bytes, for the free-space check (looked up when first needed)
+    image_sizes: Callable[[], Mapping[str, int]] = dict
 
 
 def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
@@ -220,8 +221,9 @@ class HostShip:
             ex.run(release.remove_partials(self.dir))
             ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
         with run.step("check free space"):  # before the upload and the pull
+            sizes = self.s.image_sizes()
             diskspace.check(ex, hp.host.name, self.dir,
-                            {r: self.s.image_sizes.get(r, 0) for r in hp.images.values()},
+                            {r: sizes.get(r, 0) for r in hp.images.values()},
                             sum(f.length for f in hp.files), int(self.project.config.min_free),
                             sudo=facts.docker_sudo)
         self._check_cancel("upload")
