@@ -84,11 +84,13 @@ def line(ctx: AuditContext, action: str, host: str, result: str, release: str | 
 
 def record(ex: Executor, run: HostRun, ctx: AuditContext, action: str, result: str,
            release: str | None, seconds: float, detail: str | None = None) -> None:
-    """Append one line on ``run``'s host; a failure is logged, never raised."""
+    """Append one line on ``run``'s host (step ``audit log``); a failure is
+    logged, never raised."""
     try:
-        res = ex.run(cmds.append(ctx.deploy_dir,
-                                 line(ctx, action, run.host, result, release, seconds, detail)),
-                     check=False, timeout=60)
+        with run.step("audit log"):
+            res = ex.run(cmds.append(
+                ctx.deploy_dir, line(ctx, action, run.host, result, release, seconds, detail)),
+                check=False, timeout=60)
     except HostError as e:
         run.log(f"audit log not written: {e.reason}")
         return

@@ -26,6 +26,7 @@ _STEP_NOTES = {
     "registry login": "password on stdin",
     "check free space": "release files + images not on the host + min_free {min_free}",
     "prune images": "removes the app's images and stopped containers no kept release uses",
+    "audit log": "one JSON line appended to <deploy_dir>/audit.log",
 }
 
 

@@ -16,6 +16,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 
+from deployer.audit import audited, context
 from deployer.commands.base import Command
 from deployer.commands.facts import MARKER
 from deployer.commands.release import STATE_MARKER
@@ -111,7 +112,9 @@ def dry_run_host(project: Project, hp: HostPlan, settings: ShipSettings) -> Host
     events: list[object] = []
     ex = ScriptedExecutor(hp.host.name, ScriptedAnswer(project, hp), calls=events)
     run = HostRun(hp.host.name, _StepLog(events))
-    report = HostShip(project, hp, ex, run, settings).ship()
+    ship = HostShip(project, hp, ex, run, settings)
+    # ship's audit line too, so plan lists every command ship sends
+    report = audited("ship", context(project), lambda _e, _r, _h: ship.ship())(ex, run, hp.host)
     steps: list[PlanStep] = []
     for ev in events:
         if isinstance(ev, str):

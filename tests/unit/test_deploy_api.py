@@ -292,7 +292,7 @@ def test_plan_is_ship_against_the_assumed_host_and_says_so(make_project: MakePro
     assert steps["prepare deploy dir"][0].startswith("sudo -n -- sh -c <3-line script: prepare")
     assert steps["prepare deploy dir"][0].endswith(" sh /opt/shop deploy")  # ssh.user
     assert steps["registry login"][0].endswith("--password-stdin  <<< ******")
-    assert list(steps)[-2:] == ["remove registry credentials", "unlock"]
+    assert list(steps)[-3:] == ["remove registry credentials", "unlock", "audit log"]
 
 
 HELD = (3, "who=alice@laptop\nwhen=2026-01-01T10:00:00Z\nrelease=\nmessage=db migration\n")
