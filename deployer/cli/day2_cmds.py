@@ -50,15 +50,15 @@ def audit(
     if state.output == "json":
         raw_json(entries)
     else:
-        from rich.table import Table
-        from rich.text import Text
-
-        t = Table(title=f"audit {run.app} / {env}", title_justify="left")
-        for c in COLUMNS:
-            t.add_column(c, overflow="fold", no_wrap=c in ("time", "duration"))
-        for e in entries:
-            t.add_row(*(Text(_cell(e, c)) for c in COLUMNS))
-        out(t)
+        # One line per entry (a 9-column table folds to nothing in 80 columns):
+        # the short columns aligned, release, user, commit, detail after them.
+        rows = [[_cell(e, c) for c in COLUMNS] for e in entries]
+        widths = [max((len(r[i]) for r in rows), default=0) for i in range(4)]
+        out(f"audit {run.app} / {env}: {len(rows)} entries, newest first", markup=False)
+        for r in rows:
+            head = "  ".join(v.ljust(w) for v, w in zip(r[:4], widths, strict=True))
+            detail = f"  {r[8]}" if r[8] != "-" else ""
+            out(f"{head}  {r[4]}  by {r[5]}  commit {r[6]}  {r[7]}{detail}", markup=False)
     _errors_only(run)
 
 
