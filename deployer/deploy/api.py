@@ -200,7 +200,9 @@ def plan(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> 
     p = _render(project, hosts, stamp)
     settings = dataclasses.replace(plan_settings(p.project, stamp.who, stamp.when),
                                    hosts=tuple(h.name for h in hosts))
-    return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings) for hp in p.hosts})
+    audit = audit_context(p.project)  # git runs once per plan, not per host
+    return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings, audit)
+                      for hp in p.hosts})
 
 
 # -- ship ------------------------------------------------------------------
