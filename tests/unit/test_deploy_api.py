@@ -203,8 +203,9 @@ def test_rollback_to_a_release_that_did_not_pass_is_refused(
     rep = run.hosts[0]
     assert (rep.result, rep.release) == ("failed", "v5")
     assert why in (rep.error or "")
-    # refused before the lock: nothing changed on the host
-    assert hosts.names("web-1") == ["probe host facts", "list releases"]
+    # refused before the lock: nothing changed on the host but its audit log
+    assert hosts.names("web-1") == ["probe host facts", "list releases",
+                                    "append to the audit log"]
 
 
 def test_rollback_without_a_passed_release_says_so(make_project: MakeProject) -> None:
