@@ -171,13 +171,14 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from deployer.cli import deploy_cmds, images, logs_cmds
+    from deployer.cli import day2_cmds, deploy_cmds, images, logs_cmds
     from deployer.cli import sandbox as sandbox_cli
 
     app.command()(images.build)
     app.command()(images.push)
     deploy_cmds.register(app)
     logs_cmds.register(app)
+    day2_cmds.register(app)
     app.add_typer(sandbox_cli.app, name="sandbox", help="Local servers and registry to try on.")
     for typer_app in (app, sandbox_cli.app):
         for info in typer_app.registered_commands:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ _STEP_NOTES = {
     "prune releases": "keep {keep}",
     "upload release": "one tar stream: {files} files + manifest.json, {bytes} bytes",
     "registry login": "password on stdin",
+    "check free space": "release files + images not on the host + min_free {min_free}",
+    "prune images": "removes the app's images and stopped containers no kept release uses",
+    "audit log": "one JSON line appended to <deploy_dir>/audit.log",
 }
 
 
@@ -69,6 +73,8 @@ def file_row(f: ReleaseFile) -> dict[str, Any]:
 
 
 def plan_data(dry: DryRun) -> dict[str, Any]:
+    from deployer.diskspace import human
+    from deployer.hooks import LOCAL, configured
     from deployer.images.estimate import describe, image_sends
 
     plan = dry.plan
@@ -81,6 +87,8 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
         "tag": plan.tag,
         "images": plan.images,
         "assuming": dry.assuming,
+        "hooks": [{"hook": n, "where": "local" if n in LOCAL else "each host", "argv": a}
+                  for n, a in configured(p)],
         "hosts": [],
     }
     for hp in plan.hosts:
@@ -89,7 +97,8 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
                  "services": ", ".join(hp.compose.services),
                  "keep": str(p.config.keep_releases),
                  "files": str(len(hp.files)),
-                 "bytes": str(sum(f.length for f in hp.files))}
+                 "bytes": str(sum(f.length for f in hp.files)),
+                 "min_free": human(int(p.config.min_free))}
         out["hosts"].append({
             "name": hp.host.name,
             "address": hp.host.address,
@@ -141,6 +150,8 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
     for name, ref in plan.images.items():
         out(f"  image {name}: {ref}  (digest pinned at ship)", markup=False)
     out(f"  assuming: {dry.assuming}", markup=False)
+    for hk in data["hooks"]:
+        out(f"  hook {hk['hook']} ({hk['where']}): {shlex.join(hk['argv'])}", markup=False)
     for h in data["hosts"]:
         out("")
         groups = ",".join(h["groups"]) or "-"

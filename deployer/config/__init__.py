@@ -20,6 +20,7 @@ from deployer.config.errors import config_error
 from deployer.config.interpolate import interpolate, missing_hint, read_dotenv
 from deployer.config.inventory import Host, match_limit, resolve_hosts
 from deployer.config.models import InventoryConfig, ProjectConfig, RegistryConfig
+from deployer.config.secrets_command import LayeredEnv, check_argv
 from deployer.config.yamlfile import SourceMap, load_yaml
 from deployer.errors import ConfigError
 from deployer.project.dotenv import DOTENV
@@ -43,6 +44,8 @@ class Project:
     registry: RegistryConfig
     config_map: SourceMap = field(repr=False)
     inventory_map: SourceMap = field(repr=False)
+    #: the values of deployer.yaml's hooks.env (secrets hooks may see)
+    hook_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def app(self) -> str:
@@ -133,14 +136,22 @@ def load_project(
         sf_path = sf_path if sf_path.is_absolute() else root / sf_path
         env_vars.update(read_dotenv(sf_path, sf))
     hint = missing_hint(inv_display, sf, dotenv)
-    env_vars.update(environ)
+    # secrets_command is taken as written (no ${VAR} in it) and runs only
+    # when a ${VAR} is not in the environment: environment > it > secrets_file.
+    sc_argv, sc_where = None, imap.where(("secrets_command",))
+    if raw_inv.get("secrets_command") is not None:
+        sc_argv = check_argv(raw_inv["secrets_command"], sc_where)
+        raw_inv = {k: v for k, v in raw_inv.items() if k != "secrets_command"}
+    lookup = LayeredEnv(environ, env_vars, sc_argv, root, sc_where)
 
     if raw_inv.get("registry") is not None and "registry" in raw_cfg:
         # The inventory's registry replaces deployer.yaml's for this
         # environment, so the latter's ${VAR}s need not be set here.
         raw_cfg = {k: v for k, v in raw_cfg.items() if k != "registry"}
-    data_cfg = interpolate(raw_cfg, env_vars, cmap, hint)
-    data_inv = interpolate(raw_inv, env_vars, imap, hint)
+    data_cfg = interpolate(raw_cfg, lookup, cmap, hint)
+    data_inv = interpolate(raw_inv, lookup, imap, hint)
+    if sc_argv is not None:
+        data_inv["secrets_command"] = sc_argv
 
     try:
         config = ProjectConfig.model_validate(data_cfg)
@@ -164,7 +175,10 @@ def load_project(
         from deployer.images.loopback import loopback_server
 
         registry = registry.model_copy(update={"server": loopback_server(config.app)})
-    return Project(root, env, config, inventory, hosts, registry, cmap, imap)
+    from deployer.hooks import resolve_env
+
+    hook_secrets = resolve_env(config.hooks.env, lookup, cmap, config.hooks)
+    return Project(root, env, config, inventory, hosts, registry, cmap, imap, hook_secrets)
 
 
 def _absolute_paths(h: Host, root: Path) -> Host:

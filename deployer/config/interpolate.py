@@ -117,7 +117,13 @@ def read_dotenv(path: Path, display: str) -> dict[str, str]:
     ConfigError (never a hang: see :mod:`deployer.config.readfile`)."""
     from deployer.config.readfile import read_text
 
-    text = read_text(path, display, "secrets_file", limit=1024 * 1024)
+    return parse_dotenv(read_text(path, display, "secrets_file", limit=1024 * 1024), display)
+
+
+def parse_dotenv(text: str, display: str) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of :func:`read_dotenv`'s syntax; a bad line is
+    a ConfigError naming ``display:line`` (never its content: it may be a
+    secret)."""
     out: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

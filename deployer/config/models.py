@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     PlainValidator,
@@ -365,6 +366,44 @@ class FileSpec(Strict):
         return int(self.mode, 8) if self.mode is not None else None
 
 
+def _hook_argv(v: object) -> list[str] | None:
+    if v is None:
+        return None
+    if isinstance(v, str):
+        raise ValueError("a hook is an argv list, never a shell string: write it as a YAML "
+                         "list, e.g. [./scripts/notify, starting]")
+    if not isinstance(v, list) or not v or not all(isinstance(a, str) and a for a in v):
+        raise ValueError("a hook is a non-empty list of non-empty strings (an argv)")
+    return list(v)
+
+
+HookArgv = Annotated[list[str] | None, PlainValidator(_hook_argv)]
+
+
+class HooksConfig(Strict):
+    """``hooks:``: argv lists run at fixed points of ``ship``. Local ones run
+    in the project folder, remote ones on each host in the release dir.
+    ``env`` names the variables (secrets) hooks may see."""
+
+    pre_build: HookArgv = None
+    pre_deploy: HookArgv = None
+    post_deploy: HookArgv = None
+    on_failure: HookArgv = None
+    pre_up: HookArgv = None
+    post_up: HookArgv = None
+    env: list[str] = Field(default_factory=list)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"hooks.env: {name[:60]!r} is not a variable name")
+            if name.startswith("DEPLOYER_"):
+                raise ValueError(f"hooks.env: {name} is set by deployer itself")
+        return v
+
+
 class ProjectConfig(Strict):
     """``deployer.yaml``: what the app is."""
 
@@ -381,6 +420,10 @@ class ProjectConfig(Strict):
     shared: list[str] = Field(default_factory=list)
     #: compose profiles to enable (default: COMPOSE_PROFILES from the environment or .env).
     profiles: list[str] | None = None
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+    #: free space ship keeps on the Docker root and the deploy dir beyond the
+    #: release's own size: "2GB", "500MB", "1GiB" or bytes.
+    min_free: ByteSize = Field(default=ByteSize(2_000_000_000), ge=0)
 
     @field_validator("shared")
     @classmethod
@@ -549,6 +592,8 @@ class InventoryConfig(Strict):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     registry: RegistryConfig | None = None
     secrets_file: str | None = None
+    #: an argv whose stdout is dotenv: secrets from a manager (environment > it > secrets_file).
+    secrets_command: list[str] | None = None
     #: compose profiles for this environment (overrides deployer.yaml's).
     profiles: list[str] | None = None
     #: This environment's deploy dir on its hosts (overrides deployer.yaml's).

@@ -17,11 +17,14 @@ already loaded project and hosts instead (tests).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from deployer.audit import audited
+from deployer.audit import context as audit_context
 from deployer.commands.release import read_state
 from deployer.config import Host, Project
 from deployer.deploy import day2
@@ -33,7 +36,9 @@ from deployer.deploy.rollout import RolloutPolicy, parse_batches
 from deployer.deploy.runner import RunOptions, ssh_executor
 from deployer.deploy.runner import run_command as _run_command
 from deployer.deploy.ship import HostShip, ShipSettings
-from deployer.errors import ConfigError
+from deployer.diskspace import ImageSizes
+from deployer.errors import ConfigError, DeployError
+from deployer.hooks import run_local as run_local_hook
 from deployer.plan import (
     HostPlan,
     Plan,
@@ -47,15 +52,16 @@ from deployer.remote.base import Executor
 from deployer.remote.preconnect import Preconnected
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
+from deployer.secrets import mask
 
 if TYPE_CHECKING:
     from deployer.commands import health, release
     from deployer.images.progress import ImageReporter
 
 __all__ = [
-    "DryRun", "RunOptions", "Stamp", "Target", "bootstrap", "exec_in", "image_stage", "load",
-    "lock", "logs", "new_stamp", "plan", "policy_for", "releases", "render", "rollback", "ship",
-    "ship_hosts", "ssh_executor", "status", "unlock",
+    "DryRun", "RunOptions", "Stamp", "Target", "audit", "bootstrap", "exec_in", "image_stage",
+    "load", "lock", "logs", "new_stamp", "plan", "policy_for", "prune", "releases", "render",
+    "rollback", "ship", "ship_hosts", "ssh_executor", "status", "unlock",
 ]
 
 ReporterFactory = Callable[[], Reporter]
@@ -170,8 +176,11 @@ def plan(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> 
     project, hosts, _ = load(target)
     stamp = stamp or new_stamp(_tag(project, tag))
     p = _render(project, hosts, stamp)
-    settings = plan_settings(p.project, stamp.who, stamp.when)
-    return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings) for hp in p.hosts})
+    settings = dataclasses.replace(plan_settings(p.project, stamp.who, stamp.when),
+                                   hosts=tuple(h.name for h in hosts))
+    audit = audit_context(p.project)  # git runs once per plan, not per host
+    return DryRun(p, {hp.host.name: dry_run_host(p.project, hp, settings, audit)
+                      for hp in p.hosts})
 
 
 # -- ship ------------------------------------------------------------------
@@ -203,22 +212,66 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
                opts: RunOptions, *, tag: str | None = None,
                stage: ImageStage | None = None, stamp: Stamp | None = None) -> RunReport:
     """Ship to ``hosts`` of a loaded project. ``stage`` gives the pinned
-    image refs (default: build and push)."""
+    image refs (default: build and push). The local hooks run around it:
+    pre_build first, post_deploy after the last host, on_failure when the
+    run fails."""
     stamp = stamp or new_stamp(_tag(project, tag))
-    tag = stamp.tag
     stage = stage or image_stage(False)
     lease = lease_seconds()
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.
     _render(project, hosts, stamp)
-    # SIGTERM and SIGHUP during the image stage stop it as Ctrl-C does.
-    with as_keyboard_interrupt():
-        return _ship_planned(project, hosts, reporter, opts, stage, stamp, lease)
+    names = [h.name for h in hosts]
+    reps: list[Reporter] = []
+
+    def log(line: str) -> None:
+        if reps:
+            reps[0].log("local", line)
+        else:  # the reporter (a live view) starts after the image stage
+            sys.stderr.write(mask(f"local: {line}") + "\n")
+
+    def hook(name: str) -> None:
+        run_local_hook(project, name, stamp.release, names, log)
+
+    def make_reporter() -> Reporter:
+        reps.append(reporter())
+        return reps[0]
+
+    try:
+        hook("pre_build")  # before anything is built or any host is connected
+        # SIGTERM and SIGHUP during the image stage stop it as Ctrl-C does.
+        with as_keyboard_interrupt():
+            run = _ship_run(project, hosts, make_reporter, opts, stamp, stage, hook, lease)
+    except BaseException:
+        _on_failure(hook, log)
+        raise
+    rep = reps[0]
+    post_failed: DeployError | None = None
+    if run.ok:
+        try:
+            hook("post_deploy")
+        except DeployError as e:
+            post_failed = e
+    else:
+        _on_failure(hook, log)
+    rep.finish(run)
+    if post_failed is not None:
+        raise post_failed
+    return run
 
 
-def _ship_planned(project: Project, hosts: list[Host], reporter: ReporterFactory,
-                  opts: RunOptions, stage: ImageStage, stamp: Stamp, lease: int) -> RunReport:
-    """The images stage, then the rollout."""
+def _on_failure(hook: Callable[[str], None], log: Callable[[str], None]) -> None:
+    """The on_failure hook; its own failure is only reported."""
+    try:
+        hook("on_failure")
+    except DeployError as e:
+        log(e.message)
+
+
+def _ship_run(project: Project, hosts: list[Host], reporter: ReporterFactory, opts: RunOptions,
+              stamp: Stamp, stage: ImageStage, hook: Callable[[str], None],
+              lease: int) -> RunReport:
+    """The images, the pre_deploy hook and the rollout."""
     tag = stamp.tag
     pre = preconnect_first_batch(project, hosts, opts)
     try:
@@ -230,22 +283,25 @@ def _ship_planned(project: Project, hosts: list[Host], reporter: ReporterFactory
             health_timeout=project.config.health_timeout,
             keep_releases=project.config.keep_releases,
             cancel=opts.cancel, abort=opts.abort, lease=lease,
+            hosts=tuple(h.name for h in hosts),
+            image_sizes=ImageSizes(images).get,
         )
+        rep = reporter()
+        hook("pre_deploy")  # after the images, before the first host
 
-        def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+        def ship_host(ex: Executor, run: HostRun, host: Host) -> HostReport:
             hp: HostPlan = by_host[host.name]
             return HostShip(project, hp, ex, run, settings).ship()
 
-        rep = reporter()
+        job = audited("ship", audit_context(project), ship_host)
+
         # Ctrl-C during the image stage aborts it at once; from here on the
         # first signal stops starting hosts and lets those in flight finish,
         # the second rolls them back (deployer.deploy.interrupt).
         with interruptible(opts.cancel, opts.abort):
-            run = _run_command("ship", project, hosts, job, rep,
-                               dataclasses.replace(opts, executor=pre.executor),
-                               release=stamp.release, images=images)
-        rep.finish(run)
-        return run
+            return _run_command("ship", project, hosts, job, rep,
+                                dataclasses.replace(opts, executor=pre.executor),
+                                release=stamp.release, images=images)
     finally:
         pre.close()
 
@@ -312,3 +368,31 @@ def exec_in(target: Target, reporter: Reporter, on_line: day2.HostLine, service:
     host = hosts[0]
     return host, day2.exec_in(project, host, service, argv, interactive, on_line, reporter,
                               opts)
+
+
+def audit(target: Target, reporter: Reporter, *, since: str | None = None,
+          lines: int = 100) -> tuple[RunReport, list[dict[str, Any]]]:
+    """``deployer audit``: the targeted hosts' audit logs merged, newest
+    first, at most ``lines`` entries since ``since``."""
+    from deployer import audit as trail
+
+    if lines < 1:
+        raise ConfigError("--lines must be at least 1")
+    floor = trail.parse_since(since) if since is not None else None
+    project, hosts, opts = load(target, all_at_once=True)
+    found: dict[str, list[dict[str, Any]]] = {}
+    run = _run_command("audit", project, hosts, trail.read_job(project.deploy_dir, lines, found),
+                       reporter, opts)
+    return _finished(reporter, run), trail.merge(found.values(), floor, lines)
+
+
+def prune(target: Target, reporter: Reporter) -> RunReport:
+    """``deployer prune``: remove the app's images and stopped containers no
+    kept release uses, on every targeted host."""
+    from deployer.prune import prune_job
+
+    project, hosts, opts = load(target, all_at_once=True)
+    stamp = new_stamp("prune")
+    job = audited("prune", audit_context(project),
+                  prune_job(project, stamp.who, stamp.when, f"prune-{stamp.when}"))
+    return _finished(reporter, _run_command("prune", project, hosts, job, reporter, opts))

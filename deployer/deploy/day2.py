@@ -5,9 +5,11 @@ state through :class:`~deployer.deploy.session.HostSession`."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from deployer.audit import audited, context
 from deployer.commands import health, release
 from deployer.config import Host, Project
 from deployer.deploy import ownership, recovery
@@ -94,7 +96,8 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
         except LockHeld as e:
             return run.report("failed", release=rel.current, error=e.reason)
 
-    return run_command("rollback", project, hosts, job, reporter, opts)
+    return run_command("rollback", project, hosts, audited("rollback", context(project), job),
+                       reporter, opts)
 
 
 def _roll_back(session: HostSession, current: str | None, target: str,
@@ -153,7 +156,9 @@ def set_lock(project: Project, hosts: list[Host], message: str, reporter: Report
             return run.report("failed", error=e.reason)
         return run.report("ok", detail="locked")
 
-    return run_command("lock", project, hosts, job, reporter, opts)
+    return run_command("lock", project, hosts,
+                       audited("lock", context(project), job, lambda _r: message),
+                       reporter, opts)
 
 
 def unlock(project: Project, hosts: list[Host], reporter: Reporter,
@@ -164,7 +169,8 @@ def unlock(project: Project, hosts: list[Host], reporter: Reporter,
             return run.report("ok", detail="released " + info.describe())
         return run.report("ok", detail="was not locked")
 
-    return run_command("unlock", project, hosts, job, reporter, opts)
+    return run_command("unlock", project, hosts, audited("unlock", context(project), job),
+                       reporter, opts)
 
 
 HostLine = Callable[[str, str], None]  # (host, line)
@@ -220,7 +226,9 @@ def exec_in(project: Project, host: Host, service: str, argv: list[str], interac
             codes.append(ex.stream(cmd, lambda line: on_line(h.name, line), cancel=opts.cancel))
         return run.report("ok")
 
-    rep = run_command("exec", project, [host], job, reporter, opts)
+    shown = f"exec in {service}: {shlex.join(argv)}" + (" (interactive)" if interactive else "")
+    rep = run_command("exec", project, [host],
+                      audited("exec", context(project), job, lambda _r: shown), reporter, opts)
     if not rep.ok:
         return ExecResult(rep, 1)
     return ExecResult(rep, codes[0] if codes else 0, lines[0] if lines else None)

@@ -16,6 +16,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 
+from deployer.audit import AuditContext, audited, context
 from deployer.commands.base import Command
 from deployer.commands.facts import MARKER
 from deployer.commands.release import STATE_MARKER
@@ -106,12 +107,17 @@ class ScriptedAnswer:
         return 0, self.by_description.get(command.description, "")
 
 
-def dry_run_host(project: Project, hp: HostPlan, settings: ShipSettings) -> HostDryRun:
-    """Ship ``hp`` to the assumed host; the steps and commands it ran."""
+def dry_run_host(project: Project, hp: HostPlan, settings: ShipSettings,
+                 audit: AuditContext | None = None) -> HostDryRun:
+    """Ship ``hp`` to the assumed host; the steps and commands it ran.
+    ``audit``: the run's (default: made for this host)."""
     events: list[object] = []
     ex = ScriptedExecutor(hp.host.name, ScriptedAnswer(project, hp), calls=events)
     run = HostRun(hp.host.name, _StepLog(events))
-    report = HostShip(project, hp, ex, run, settings).ship()
+    ship = HostShip(project, hp, ex, run, settings)
+    # ship's audit line too, so plan lists every command ship sends
+    report = audited("ship", audit or context(project),
+                     lambda _e, _r, _h: ship.ship())(ex, run, hp.host)
     steps: list[PlanStep] = []
     for ev in events:
         if isinstance(ev, str):

@@ -4,10 +4,13 @@ than it found it.
     read current release (no-op check: done when unchanged)
     -> check docker (bootstrap if missing) -> prepare deploy dir (if needed)
     -> lock (state read again if another run switched releases meanwhile)
-    -> clean up stale uploads -> upload into <id>.partial -> rename to <id>
-    -> shared dirs -> registry login -> pull -> compose up -> wait healthy
-    -> switch ``current`` -> prune -> remove the run's credentials -> unlock
-    on failure after ``up``: logs of the failing service, previous release
+    -> clean up stale uploads -> check free space
+    -> upload into <id>.partial -> rename to <id>
+    -> shared dirs -> registry login -> pull
+    -> (pre_up hook) -> compose up -> wait healthy -> (post_up hook)
+    -> switch ``current`` -> prune releases -> prune images
+    -> remove the run's credentials -> unlock
+    on failure after ``up`` (or of post_up): logs of the failing service, previous release
     up again, wait healthy, ``current`` untouched -> "rolled back"
 
 A release directory that exists is always complete (it is renamed into place
@@ -21,10 +24,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer import diskspace, hooks
 from deployer.commands import health, registry, release
 from deployer.commands.compose import Compose
 from deployer.commands.recovery import mark_applying
@@ -35,6 +39,7 @@ from deployer.deploy.lease import DEFAULT_LEASE, lock_hint
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
 from deployer.plan import HostPlan
+from deployer.prune import prune_after_switch
 from deployer.release_tar import SourceChanged, release_files, tar_stream
 from deployer.remote.base import Executor
 from deployer.report.model import HostReport
@@ -57,6 +62,9 @@ class ShipSettings:
     # The second interrupt: stop waiting for health, roll back (deploy/interrupt.py).
     abort: threading.Event = field(default_factory=threading.Event)
     lease: int = DEFAULT_LEASE  # seconds of the deploy lock's lease (deploy/lease.py)
+    hosts: tuple[str, ...] = ()  # the run's targeted hosts (hooks' DEPLOYER_HOSTS)
+    #: ref -> bytes, for the free-space check (looked up when first needed)
+    image_sizes: Callable[[], Mapping[str, int]] = dict
 
 
 def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
@@ -234,6 +242,12 @@ class HostShip:
             ex.run(registry.remove_stale_configs(self.dir, sudo=facts.docker_sudo))
         if self._unchanged(state):  # only a stopped run's leftovers to settle
             return recovery.reconcile(self.session, state, self.s)
+        with run.step("check free space"):  # before the upload and the pull
+            sizes = self.s.image_sizes()
+            diskspace.check(ex, hp.host.name, self.dir,
+                            {r: sizes.get(r, 0) for r in hp.images.values()},
+                            sum(f.length for f in hp.files), int(self.project.config.min_free),
+                            sudo=facts.docker_sudo)
         self._check_cancel("upload")
         with run.step("upload release"):
             self._upload()
@@ -257,6 +271,9 @@ class HostShip:
             with run.step("pull images"):
                 self._pull(compose)
             self._check_cancel("compose up")
+            why = hooks.run_remote(ex, run, self.project, "pre_up", hp.release, self.s.hosts)
+            if why is not None:  # nothing started yet: the host keeps its release
+                raise HostError(hp.host.name, "hook pre_up", why)
             return self._up_and_gate(compose, state, env)
         finally:
             if login is not None:
@@ -301,6 +318,9 @@ class HostShip:
         failure = start_and_gate(self.session, compose, hp.compose.services,
                                  hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit,
                                  applying=hp.release)
+        if failure is None:  # healthy; post_up fails it as a healthcheck would
+            failure = hooks.run_remote(ex, run, self.project, "post_up", hp.release,
+                                       self.s.hosts)
         if failure is None:
             with run.step("switch current"):
                 ex.run(release.switch_current(self.dir, hp.release, self.s.when))
@@ -309,6 +329,8 @@ class HostShip:
                 pruned = ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
             for kept in release.parse_prune_failures(pruned.stdout):
                 run.log(f"prune: could not remove release {kept}")
+            with run.step("prune images"):  # those no kept release uses
+                prune_after_switch(ex, run, self.project, sudo=self.session.probe().docker_sudo)
             return run.report("deployed")
         # The new release did not come up healthy: record it, bring the old one back.
         record_failed(self.session, hp.release, self.s.when)

@@ -225,7 +225,7 @@ def test_plan_prints_the_commands_ship_runs(project_dir: Path, no_agent: None) -
     assert (deploy / "releases" / stamp.release / "conf" / "app.env").read_text() == \
         "GREETING=hello\n"
     assert sorted(p.name for p in deploy.iterdir()) == [
-        ".deployer-owner", "current", "releases", "shared"]
+        ".deployer-owner", "audit.log", "current", "releases", "shared"]
     assert (deploy / ".deployer-owner").read_text() == "app=planeq\nenv=test\nproject=planeq\n"
     health = deploy / "releases" / stamp.release / ".deployer-health"
     assert health.read_text().startswith("passed ")

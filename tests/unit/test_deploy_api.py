@@ -126,7 +126,7 @@ def test_rollback_goes_through_the_health_gate_and_says_from_and_to(
         "probe host facts", "list releases", "take the deploy lock",
         "read the manifest of r1", "mark r1 as being applied", "compose up",
         "check container health", "switch current to r1", "clear the apply marker",
-        "release the deploy lock",
+        "release the deploy lock", "append to the audit log",
     ]
 
 
@@ -171,6 +171,7 @@ def test_unhealthy_rollback_restores_the_current_release_and_waits_for_it(
     assert names[names.index("read the manifest of r2"):] == [
         "read the manifest of r2", "mark r2 as being applied", "compose up",
         "check container health", "clear the apply marker", "release the deploy lock",
+        "append to the audit log",
     ]
 
 
@@ -204,8 +205,9 @@ def test_rollback_to_a_release_that_did_not_pass_is_refused(
     rep = run.hosts[0]
     assert (rep.result, rep.release) == ("failed", "v5")
     assert why in (rep.error or "")
-    # refused before the lock: nothing changed on the host
-    assert hosts.names("web-1") == ["probe host facts", "list releases"]
+    # refused before the lock: nothing changed on the host but its audit log
+    assert hosts.names("web-1") == ["probe host facts", "list releases",
+                                    "append to the audit log"]
 
 
 def test_rollback_without_a_passed_release_says_so(make_project: MakeProject) -> None:
@@ -293,7 +295,7 @@ def test_plan_is_ship_against_the_assumed_host_and_says_so(make_project: MakePro
     assert steps["prepare deploy dir"][0].startswith("sudo -n -- sh -c <3-line script: prepare")
     assert steps["prepare deploy dir"][0].endswith(" sh /opt/shop deploy")  # ssh.user
     assert steps["registry login"][0].endswith("--password-stdin  <<< ******")
-    assert list(steps)[-2:] == ["remove registry credentials", "unlock"]
+    assert list(steps)[-3:] == ["remove registry credentials", "unlock", "audit log"]
 
 
 HELD = (3, "who=alice@laptop\nwhen=2026-01-01T10:00:00Z\nrelease=\nmessage=db migration\n")
@@ -306,7 +308,8 @@ def test_lock_prepares_a_new_tree_and_refuses_a_held_lock(make_project: MakeProj
                         RunOptions(executor=hosts))
     assert (run.hosts[0].result, run.hosts[0].detail) == ("ok", "locked")
     assert hosts.names("web-1") == ["read current release", "probe host facts",
-                                    "prepare /opt/shop", "take the deploy lock"]
+                                    "prepare /opt/shop", "take the deploy lock",
+                                    "append to the audit log"]
     held = Hosts({"read current release": [(0, _state("r1"))], "take the deploy lock": [HELD]})
     run = day2.set_lock(project, project.select("web-1"), "again", Quiet(),
                         RunOptions(executor=held))
@@ -321,4 +324,5 @@ def test_unlock_says_whose_lock_it_broke(make_project: MakeProject) -> None:
     run = day2.unlock(project, project.hosts, Quiet(), RunOptions(executor=hosts))
     assert [h.detail for h in run.hosts] == [
         "released locked by alice@laptop since 2026-01-01T10:00:00Z (db migration)"] * 2
-    assert hosts.names("web-2") == ["show the deploy lock", "release the deploy lock"]
+    assert hosts.names("web-2") == ["show the deploy lock", "release the deploy lock",
+                                    "append to the audit log"]

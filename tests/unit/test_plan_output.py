@@ -21,9 +21,9 @@ def test_plan_says_what_it_assumes_and_lists_ship_s_steps_in_order(
     assert numbered == [
         "read current release", "check docker", "check deploy dir owner",
         "prepare deploy dir", "lock", "claim deploy dir", "clean up stale uploads",
-        "upload release", "create shared dirs", "registry login",
+        "check free space", "upload release", "create shared dirs", "registry login",
         "pull images", "compose up", "wait healthy", "switch current", "prune releases",
-        "remove registry credentials", "unlock",
+        "prune images", "remove registry credentials", "unlock", "audit log",
     ]
     assert "       $ sudo -n -- sh -c <3-line script: prepare /opt/shop> sh /opt/shop deploy" \
         in p.stdout

@@ -56,6 +56,7 @@ LOCKED = [
     "take the deploy lock",
     "remove stale partial uploads",
     "remove stale registry credentials",
+    "check free space",
     f"unpack the release into releases/{NEW}.partial",
     f"finalize release {NEW}",
     "create shared directories",
@@ -65,7 +66,8 @@ LOCKED = [
     "compose up",
     "check container health",
 ]
-DEPLOYED_TAIL = [f"switch current to {NEW}", "clear the apply marker", "prune releases (keep 5)"]
+DEPLOYED_TAIL = [f"switch current to {NEW}", "clear the apply marker", "prune releases (keep 5)",
+                 "read the kept releases' images", "list the app's images"]
 SETTLED = ["clear the apply marker"]
 CLEANUP = ["remove the run's registry credentials", "release the deploy lock"]
 # A dir without an owner file: the host's compose projects are looked at
@@ -112,7 +114,8 @@ def cases(fp: str) -> list[Case]:
               "take the deploy lock": [(0, f"current={OLD}\n")],
               "compose up": [(1, ""), (0, "")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
-             BEFORE_LOCK + LOCKED + ["compose logs web", "compose up", "check container health"]
+             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD, f"mark {OLD} as being applied",
+                                     "compose up", "check container health", *SETTLED]
              + CLEANUP,
              "rolled back", OLD, error="web: exited with code 1 (web-1: compose up: exit code 1)",
              rolled_back_from=NEW),
@@ -121,7 +124,8 @@ def cases(fp: str) -> list[Case]:
               "take the deploy lock": [(0, f"current={OLD}\n")],
               "compose up": [(1, ""), (0, "")],
               "check container health": [(0, HEALTHY)]},
-             BEFORE_LOCK + LOCKED + ["compose up", "check container health"] + CLEANUP,
+             BEFORE_LOCK + LOCKED + [FAILED_RECORD, f"mark {OLD} as being applied", "compose up",
+                                     "check container health", *SETTLED] + CLEANUP,
              "rolled back", OLD, error="web-1: compose up: exit code 1", rolled_back_from=NEW),
         Case("failed first release",
              {"read current release": [(0, state(None))],
@@ -152,7 +156,7 @@ def cases(fp: str) -> list[Case]:
              {"read current release": [(0, state(OLD))],
               "take the deploy lock": [(0, f"current={OLD}\n")],
               f"unpack the release into releases/{NEW}.partial": [(1, "")]},
-             [*BEFORE_LOCK, *LOCKED[:4], "release the deploy lock"], "failed", NEW,
+             [*BEFORE_LOCK, *LOCKED[:5], "release the deploy lock"], "failed", NEW,
              error="upload release: exit code 1"),
         Case("unreachable host",
              {"read current release": [UnreachableError("web-1", "connection refused")]},
@@ -249,6 +253,7 @@ INTERRUPTS = {
     "lock": "before upload",
     "claim deploy dir": "before upload",
     "clean up stale uploads": "before upload",
+    "check free space": "before upload",
     "upload release": "before compose up",
     "create shared dirs": "before compose up",
     "registry login": "before compose up",
@@ -257,6 +262,7 @@ INTERRUPTS = {
     "wait healthy": "deployed",
     "switch current": "deployed",
     "prune releases": "deployed",
+    "prune images": "deployed",
     "remove registry credentials": "deployed",
     "unlock": "deployed",
 }
@@ -265,7 +271,7 @@ INTERRUPTS = {
 # The commands a host stopped at each check point has seen.
 STOPPED = {
     "before lock": BEFORE_LOCK + UNOWNED + PREPARE,
-    "before upload": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:3]
+    "before upload": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM + LOCKED[1:4]
     + ["release the deploy lock"],
     "before compose up": BEFORE_LOCK + UNOWNED + PREPARE + CLAIM
     + LOCKED[1:LOCKED.index("compose pull") + 1] + CLEANUP,
