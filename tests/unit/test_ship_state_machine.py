@@ -114,7 +114,8 @@ def cases(fp: str) -> list[Case]:
               "take the deploy lock": [(0, f"current={OLD}\n")],
               "compose up": [(1, ""), (0, "")],
               "check container health": [(0, UNHEALTHY), (0, HEALTHY)]},
-             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD, f"mark {OLD} as being applied",
+             BEFORE_LOCK + LOCKED + ["compose logs web", FAILED_RECORD,
+                                     f"mark {OLD} as being applied",
                                      "compose up", "check container health", *SETTLED]
              + CLEANUP,
              "rolled back", OLD, error="web: exited with code 1 (web-1: compose up: exit code 1)",
