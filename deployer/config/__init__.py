@@ -142,6 +142,9 @@ def load_project(
     data_cfg = interpolate(raw_cfg, env_vars, cmap, hint)
     data_inv = interpolate(raw_inv, env_vars, imap, hint)
 
+    if isinstance(data_inv.get("proxy"), dict):
+        # The inventory overrides keys of deployer.yaml's proxy (e.g. other hosts).
+        data_cfg = {**data_cfg, "proxy": {**(data_cfg.get("proxy") or {}), **data_inv["proxy"]}}
     try:
         config = ProjectConfig.model_validate(data_cfg)
     except ValidationError as e:
