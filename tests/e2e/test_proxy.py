@@ -157,7 +157,7 @@ class App:
                             *args], capture_output=True, text=True, env=self.env, timeout=900)
         if check is not None:
             assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr[-4000:]}"
-        assert "Traceback" not in p.stderr
+        assert "Traceback" not in p.stderr, p.stderr[-4000:]
         return dict(json.loads(p.stdout))
 
     def configure(self, *, routes: list[dict[str, Any]] | None = None, **vars: Any) -> None:
@@ -230,8 +230,9 @@ def test_failing_ship_never_serves_the_new_release(app: App) -> None:
         report = app.deployer("ship", "sandbox", check=1)
     assert result(report) == "rolled back", report
     load.assert_clean()
-    assert load.versions() == {"v2"}  # not one request answered by v3
-    assert app.web_containers() == before  # the new ones removed, the old untouched
+    assert load.versions() == {"v2"}, load.versions()  # not one request answered by v3
+    after = app.web_containers()
+    assert after == before, (before, after)  # the new ones removed, the old untouched
 
 
 def test_rollback_drops_no_request(app: App) -> None:
