@@ -160,30 +160,29 @@ def scale_up(compose: Compose, service: str, total: int) -> Command:
 
 _PROBE = """
 proxy=$1; t=$2; shift 2
+rc=0
 for url in "$@"; do
-  if docker exec "$proxy" wget -q -O /dev/null -T "$t" "$url" 2>/dev/null; then
-    echo "ok $url"
-  else
-    echo "fail $url"
-  fi
+  docker exec "$proxy" wget -q -O /dev/null -T "$t" "$url" 2>/dev/null \
+    || { echo "fail $url"; rc=1; }
 done
+exit $rc
 """.strip()
 
 
 def probe_http(urls: Sequence[str], timeout: float, *, sudo: bool) -> Command:
-    """GET each URL from inside the proxy container (its network view): one
-    line ``ok URL`` or ``fail URL`` each."""
+    """GET each URL from inside the proxy container (its network view).
+    Exit 0 when every one answered 2xx; else 1, and a line ``fail URL`` each."""
     return Script(_PROBE, args=(NAME, str(max(1, round(timeout))), *urls), sudo=sudo,
-                  description="check health through the proxy's network").command()
+                  ok_codes=(0, 1), description="check health through the proxy's network",
+                  ).command()
 
 
-def parse_probe(stdout: str) -> dict[str, bool]:
-    out: dict[str, bool] = {}
-    for line in stdout.splitlines():
-        verdict, _, url = line.partition(" ")
-        if verdict in ("ok", "fail") and url:
-            out[url] = verdict == "ok"
-    return out
+def probe_failures(exit_code: int, stdout: str) -> list[str]:
+    """The URLs that did not answer 2xx (empty: all healthy)."""
+    if exit_code == 0:
+        return []
+    failed = [line.partition(" ")[2] for line in stdout.splitlines() if line.startswith("fail ")]
+    return failed or ["?"]
 
 
 _CONNS = """

@@ -14,6 +14,7 @@ ones were never touched, so a failing release never receives a request.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -91,12 +92,15 @@ class Switch:
 
     # -- small pieces ------------------------------------------------------
 
-    def _rows(self) -> list[health.ContainerRow]:
-        out = self.session.ex.run(health.containers(self.app, sudo=self.sudo)).stdout
+    def _rows(self, description: str = "") -> list[health.ContainerRow]:
+        cmd = health.containers(self.app, sudo=self.sudo)
+        if description:
+            cmd = dataclasses.replace(cmd, description=description)
+        out = self.session.ex.run(cmd).stdout
         return [r for r in health.parse_containers(out) if not r.oneoff]
 
-    def _names(self, service: str) -> list[str]:
-        return sorted(r.name for r in self._rows()
+    def _names(self, service: str, description: str = "") -> list[str]:
+        return sorted(r.name for r in self._rows(description)
                       if r.service == service and r.status in ("running", "restarting",
                                                               "created", "paused"))
 
@@ -161,15 +165,15 @@ class Switch:
         with run.step("proxy health check"):
             ex.run(pc.connect_networks(sorted(names), sudo=self.sudo))
             while True:
-                got = pc.parse_probe(ex.run(pc.probe_http(
-                    sorted(urls), max(r.health.timeout for r in self.plan.routes),
-                    sudo=self.sudo), timeout=self.timeout + 60).stdout)
-                bad = [u for u in sorted(urls) if not got.get(u)]
+                res = ex.run(pc.probe_http(sorted(urls),
+                                           max(r.health.timeout for r in self.plan.routes),
+                                           sudo=self.sudo), timeout=self.timeout + 60)
+                bad = pc.probe_failures(res.exit_code, res.stdout)
                 if not bad:
                     return None
                 if time.monotonic() >= deadline:
-                    return f"{urls[bad[0]].service}: {bad[0]} did not answer 2xx " \
-                           f"within {self.timeout:.0f}s"
+                    service = urls[bad[0]].service if bad[0] in urls else "?"
+                    return f"{service}: {bad[0]} did not answer 2xx within {self.timeout:.0f}s"
                 time.sleep(min(r.health.interval for r in self.plan.routes))
 
     def _drain(self, old: dict[str, list[str]]) -> None:
@@ -217,7 +221,7 @@ class Switch:
                     return v.describe()
         except HostError as e:
             return e.message
-        old = {s: self._names(s) for s in self.plan.services}
+        old = {s: self._names(s, "list the running containers") for s in self.plan.services}
         new: dict[str, list[str]] = {}
         try:
             for r in self.plan.routes:

@@ -147,8 +147,8 @@ def test_write_config_sends_the_content_on_stdin_and_checks_what_it_read() -> No
 
 
 def test_probe_and_drain_parsing() -> None:
-    assert pc.parse_probe("ok http://a:1/up\nfail http://b:1/up\nnoise\n") == {
-        "http://a:1/up": True, "http://b:1/up": False}
+    assert pc.probe_failures(1, "fail http://b:1/up\nnoise\n") == ["http://b:1/up"]
+    assert pc.probe_failures(0, "") == []
     tcp = (
         "  sl  local_address rem_address   st\n"
         "   0: 00000000:1F40 00000000:0000 0A 0\n"  # listening on 8000
