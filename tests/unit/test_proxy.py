@@ -4,6 +4,7 @@ merging (each app owns only its routes), command argv and output parsing."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import BASIC_PROJECT, ENV, MakeProject
@@ -158,3 +159,33 @@ def test_probe_and_drain_parsing() -> None:
     )
     assert pc.count_established(f"== web-1\n{tcp}", 8000) == 1
     assert pc.count_established("== web-1\ngone\n", 8000) == 0
+
+
+def test_plan_shows_the_switch_and_check_refuses_ports(make_project: MakeProject) -> None:
+    from test_cli import deployer
+
+    compose = ("services:\n  web:\n    image: {{ images.web }}\n  db:\n    image: postgres\n"
+               "    ports: ['5432:5432']\n")
+    root = make_project({
+        "deployer.yaml": BASIC_PROJECT + "proxy:\n  routes:\n    - {service: web, port: 8000}\n",
+        "templates/docker-compose.yaml.j2": compose,
+    })
+    p = deployer("-C", str(root), "plan", "prod", "--limit", "web-1", "--no-files")
+    assert p.returncode == 0, p.stderr
+    numbered = [m.group(1).split(" (")[0] for ln in p.stdout.splitlines()
+                if (m := re.match(r"\s+\d+\. (.*)", ln))]
+    i = numbered.index("pull images")
+    assert numbered[i + 1:numbered.index("switch current")] == [
+        "read proxy state", "pull the proxy image", "write the proxy config", "start the proxy",
+        "read proxy state", "compose up", "wait healthy", "start new web containers",
+        "wait healthy", "proxy health check", "switch the proxy",
+    ]
+    assert "up -d --no-deps --no-recreate --scale web=1 web" in p.stdout
+    # A proxied service that publishes a port is refused before any host is touched.
+    (root / "templates" / "docker-compose.yaml.j2").write_text(
+        compose.replace("image: {{ images.web }}",
+                        "image: {{ images.web }}\n    ports: ['80:8000']"))
+    p = deployer("-C", str(root), "check", "prod")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "'web' is proxied" in p.stderr and "remove its ports" in p.stderr
+    assert "Traceback" not in p.stderr
