@@ -46,35 +46,24 @@ def _match(route: RouteConfig) -> list[dict[str, Any]]:
     return [m] if m else []
 
 
-def render_route(app: str, route: RouteConfig, upstreams: Sequence[str],
-                 maintenance: str | None = None) -> dict[str, Any]:
+def render_route(app: str, route: RouteConfig, upstreams: Sequence[str]) -> dict[str, Any]:
     """The Caddy route for ``route``, proxying to ``upstreams`` (``name:port``
     dial addresses), with Caddy's active HTTP check on ``health.path``.
     Keep-alive to the upstreams is off, so every request in flight is one
-    TCP connection to its container: that is what the drain counts.
-    ``maintenance``: answer 503 with this page instead."""
-    handler: dict[str, Any]
-    if maintenance is not None:
-        handler = {
-            "handler": "static_response",
-            "status_code": 503,
-            "headers": {"Content-Type": ["text/html; charset=utf-8"], "Retry-After": ["30"]},
-            "body": maintenance,
-        }
-    else:
-        handler = {
-            "handler": "reverse_proxy",
-            "upstreams": [{"dial": u} for u in upstreams],
-            "load_balancing": {"selection_policy": {"policy": "round_robin"},
-                               "try_duration": "2s"},
-            "health_checks": {"active": {
-                "uri": route.health.path,
-                "interval": _seconds(route.health.interval),
-                "timeout": _seconds(route.health.timeout),
-                "expect_status": 2,
-            }},
-            "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
-        }
+    TCP connection to its container: that is what the drain counts."""
+    handler: dict[str, Any] = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": u} for u in upstreams],
+        "load_balancing": {"selection_policy": {"policy": "round_robin"},
+                           "try_duration": "2s"},
+        "health_checks": {"active": {
+            "uri": route.health.path,
+            "interval": _seconds(route.health.interval),
+            "timeout": _seconds(route.health.timeout),
+            "expect_status": 2,
+        }},
+        "transport": {"protocol": "http", "keep_alive": {"enabled": False}},
+    }
     out: dict[str, Any] = {"@id": route_id(app, route.service), "handle": [handler],
                            "terminal": True}
     match = _match(route)

@@ -125,14 +125,13 @@ class Switch:
         with run.step("read proxy state"):
             return pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
 
-    def apply_routes(self, upstreams: dict[str, list[str]],
-                     maintenance: str | None = None) -> None:
+    def apply_routes(self, upstreams: dict[str, list[str]]) -> None:
         """Merge this app's routes (to ``upstreams``) into the host's config
         and reload the proxy; retried when another app wrote in between."""
         ex = self.session.ex
         for _ in range(WRITE_ATTEMPTS):
             state = pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
-            routes = [caddy.render_route(self.app, r, upstreams.get(r.service, []), maintenance)
+            routes = [caddy.render_route(self.app, r, upstreams.get(r.service, []))
                       for r in self.plan.routes]
             content = caddy.dumps(caddy.merge(state.config, self.app, self.plan.config, routes))
             res = ex.run(pc.write_config(content, state.sha))

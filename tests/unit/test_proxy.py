@@ -46,13 +46,6 @@ def test_route_matches_hosts_and_path_prefix() -> None:
     assert r["match"] == [{"host": ["api.example.com"], "path": ["/v1", "/v1/*"]}]
 
 
-def test_maintenance_answers_503_with_the_page() -> None:
-    r = caddy.render_route("shop", cfg().routes[0], ["a:1"], maintenance="<h1>back soon</h1>")
-    (h,) = r["handle"]
-    assert h["handler"] == "static_response" and h["status_code"] == 503
-    assert h["body"] == "<h1>back soon</h1>"
-
-
 def test_merge_replaces_only_the_apps_own_routes() -> None:
     other = ProxyConfig.model_validate({"routes": [{"service": "web", "port": 80,
                                                     "hosts": ["blog.example.com"]}]})
@@ -77,6 +70,15 @@ def test_merge_sets_ports_and_a_grace_period_past_the_longest_drain() -> None:
     assert (http["http_port"], http["https_port"]) == (8080, 8443)
     assert http["grace_period"] == "35s"  # the longest drain (api: default 30) + 5
     assert caddy.dumps(out) == caddy.dumps(json.loads(caddy.dumps(out)))
+
+
+def test_tls_is_refused_until_the_proxy_serves_it() -> None:
+    tls = ProxyConfig.model_validate({"routes": [{"service": "web", "port": 1,
+                                                  "hosts": ["a.example"], "tls": "acme"}],
+                                      "acme": {"email": "ops@a.example"}})
+    with pytest.raises(ConfigError) as e:
+        check_services(tls, "services:\n  web: {image: x}\n", "x")
+    assert "routes[0].tls" in e.value.message
 
 
 def test_config_errors() -> None:
