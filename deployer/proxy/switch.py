@@ -88,7 +88,9 @@ class Switch:
         self.timeout = health_timeout
         self.poll = poll_interval
         self.sudo = compose.sudo
-        self.app = session.project.app
+        # The compose project (the app, or the environment's project_name):
+        # its containers' label, and the owner of its routes on a shared proxy.
+        self.app = compose.app
 
     # -- small pieces ------------------------------------------------------
 
