@@ -24,6 +24,7 @@ from deployer.config import Host, Project
 from deployer.errors import ConfigError
 from deployer.images.refs import image_ref
 from deployer.project import ServerCompose, compose_context, server_compose
+from deployer.proxy.validate import check_services, proxy_dump
 from deployer.release_files import ReleaseFile
 from deployer.release_tree import Expander, file_copies
 from deployer.render import Renderer, check_reserved, files_for, files_origin
@@ -46,6 +47,8 @@ class HostPlan:
     compose: ServerCompose
     images: dict[str, str]
     dirs: list[str] = field(default_factory=list)
+    #: the proxy config this host's release is switched with (None: not proxied).
+    proxy: dict[str, Any] | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -83,6 +86,8 @@ class HostPlan:
             h.update(f"dir {d}\n".encode())
         for k in sorted(self.images):
             h.update(f"image {k}={self.images[k]}\n".encode())
+        if self.proxy is not None:
+            h.update(f"proxy {json.dumps(self.proxy, sort_keys=True)}\n".encode())
         return h.hexdigest()
 
     def manifest(self, who: str | None = None, when: str | None = None) -> dict[str, Any]:
@@ -94,6 +99,7 @@ class HostPlan:
             "images": dict(self.images),
             "services": self.compose.services,
             "profiles": list(self.compose.profiles),
+            **({"proxy": self.proxy} if self.proxy is not None else {}),
             "created_by": who or deployer_identity(),
             "created_at": when or utc_timestamp(),
         }
@@ -232,6 +238,8 @@ def build_plan(
         if landed:
             raise ConfigError(f"{host.name}: a copied file would land on {min(landed)!r}, "
                               "which is reserved for deployer", "exclude it or change dest")
+        check_services(project.config.proxy, compose.text, f"{cf.origin} ({host.name})")
         plan.hosts.append(HostPlan(host, release, files, compose, dict(images),
-                                   list(copied.dirs)))
+                                   list(copied.dirs),
+                                   proxy_dump(project.config.proxy, compose.services)))
     return plan

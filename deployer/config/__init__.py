@@ -153,6 +153,9 @@ def load_project(
     if sc_argv is not None:
         data_inv["secrets_command"] = sc_argv
 
+    if isinstance(data_inv.get("proxy"), dict):
+        # The inventory overrides keys of deployer.yaml's proxy (e.g. other hosts).
+        data_cfg = {**data_cfg, "proxy": {**(data_cfg.get("proxy") or {}), **data_inv["proxy"]}}
     try:
         config = ProjectConfig.model_validate(data_cfg)
     except ValidationError as e:

@@ -404,6 +404,103 @@ class HooksConfig(Strict):
         return v
 
 
+ACME_LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+DNS_NAME = re.compile(r"(?:\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+class AcmeConfig(Strict):
+    """``proxy.acme``: automatic certificates for routes with ``tls: acme``."""
+
+    email: str
+    directory: str = ACME_LETSENCRYPT
+    #: trust this CA (a PEM file of the project) for the directory's HTTPS.
+    ca_file: str | None = None
+
+
+class TlsFiles(Strict):
+    """``tls: {certificate, key}``: a certificate chain and its key, project files."""
+
+    certificate: str
+    key: str
+
+
+class RouteHealth(Strict):
+    """The proxy's HTTP check: ``path`` answering 2xx is healthy."""
+
+    path: str = "/"
+    interval: float = Field(default=1, gt=0, le=3600, allow_inf_nan=False)
+    timeout: float = Field(default=5, gt=0, le=3600, allow_inf_nan=False)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() or ord(c) < 32 for c in v):
+            raise ValueError(f"health path {v[:60]!r} must start with '/' and have no spaces")
+        return v
+
+
+class RouteConfig(Strict):
+    """One ``proxy.routes`` entry: requests for ``hosts`` (every Host when
+    empty) under ``path_prefix`` go to ``service`` on ``port``."""
+
+    service: str
+    port: int = Field(ge=1, le=65535)
+    hosts: list[str] = Field(default_factory=list)
+    path_prefix: str | None = None
+    health: RouteHealth = Field(default_factory=RouteHealth)
+    drain_timeout: float = Field(default=30, ge=0, le=DAY, allow_inf_nan=False)
+    replicas: int = Field(default=1, ge=1, le=100)
+    tls: Literal["acme"] | TlsFiles | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not isinstance(h, str) or len(h) > MAX_NAME or not DNS_NAME.fullmatch(h):
+                raise ValueError(f"route host {str(h)[:60]!r} is not a DNS name")
+        return v
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or any(c.isspace() or c in "*?" for c in v)):
+            raise ValueError(f"path_prefix {v[:60]!r} must start with '/' (no spaces or globs)")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_needs_hosts(self) -> RouteConfig:
+        if self.tls is not None and not self.hosts:
+            raise ValueError("a route with tls needs hosts (the names its certificate is for)")
+        return self
+
+
+class ProxyConfig(Strict):
+    """``proxy:``: the edge proxy on each host and the app's routes through it.
+    An inventory may override any of its keys for its environment."""
+
+    #: the proxy's image: a key of ``images`` (mirrored like any image) or a reference.
+    image: str = "caddy:2.6"
+    http_port: int = Field(default=80, ge=1, le=65535)
+    https_port: int = Field(default=443, ge=1, le=65535)
+    acme: AcmeConfig | None = None
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProxyConfig:
+        if self.http_port == self.https_port:
+            raise ValueError("http_port and https_port must differ")
+        seen: set[str] = set()
+        for r in self.routes:
+            if r.service in seen:
+                raise ValueError(f"service {r.service!r} has two routes; give it one")
+            seen.add(r.service)
+            if r.tls == "acme" and self.acme is None:
+                raise ValueError(f"route {r.service!r} has tls: acme but proxy.acme is not set "
+                                 "(it needs at least an email)")
+        return self
+
+
 class ProjectConfig(Strict):
     """``deployer.yaml``: what the app is."""
 
@@ -424,6 +521,8 @@ class ProjectConfig(Strict):
     #: free space ship keeps on the Docker root and the deploy dir beyond the
     #: release's own size: "2GB", "500MB", "1GiB" or bytes.
     min_free: ByteSize = Field(default=ByteSize(2_000_000_000), ge=0)
+    #: the edge proxy and this app's routes (zero-downtime switches, TLS).
+    proxy: ProxyConfig | None = None
 
     @field_validator("shared")
     @classmethod
@@ -601,6 +700,8 @@ class InventoryConfig(Strict):
     #: The compose project name on its hosts (default: the app). Two
     #: environments on one host need different ones (and deploy dirs).
     project_name: str | None = None
+    #: overrides of ``proxy`` keys for this environment (validated merged into deployer.yaml's).
+    proxy: dict[str, Any] | None = None
 
     @field_validator("deploy_dir")
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from deployer.audit import audited, context
 from deployer.commands import health, release
+from deployer.commands.recovery import mark_applying
 from deployer.config import Host, Project
 from deployer.deploy import ownership, recovery
 from deployer.deploy.hostrun import HostRun
@@ -27,6 +28,7 @@ from deployer.deploy.ship import (
     start_and_gate,
 )
 from deployer.plan import deployer_identity, utc_timestamp
+from deployer.proxy import switch as proxy_switch
 from deployer.remote.base import Executor
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
@@ -107,8 +109,16 @@ def _roll_back(session: HostSession, current: str | None, target: str,
         manifest = session.manifest(target)
     services = manifest_services(manifest, [])
     compose = session.compose(target, profiles=manifest_profiles(manifest))
-    failure = start_and_gate(session, compose, services, None, settings,
-                             step=f"compose up {target}", applying=target)
+    proxied = proxy_switch.from_manifest(session.project, manifest, services)
+    if proxied is not None:  # the same switch as ship's, the other way
+        with run.step(f"mark {target} as being applied"):
+            ex.run(mark_applying(session.dir, target))
+        failure = proxy_switch.Switch(session, compose, proxied, settings.health_timeout,
+                                      settings.poll_interval).run(
+            services, None, (), (), step=f"compose up {target}")
+    else:
+        failure = start_and_gate(session, compose, services, None, settings,
+                                 step=f"compose up {target}", applying=target)
     if failure is None:
         with run.step("switch current"):
             ex.run(release.switch_current(session.dir, target, settings.when))
@@ -120,8 +130,12 @@ def _roll_back(session: HostSession, current: str | None, target: str,
     if current:
         with run.step(f"read the manifest of {current}"):
             cur_manifest = session.manifest(current)
-        why = restore(session, current, manifest_services(cur_manifest, services), (), settings,
-                      manifest_profiles(cur_manifest))
+        back = manifest_services(cur_manifest, services)
+        if proxied is not None:  # its proxied containers were never touched
+            back = proxied.not_proxied(back)
+        why = None if proxied is not None and not back else restore(
+            session, current, back, (), settings, manifest_profiles(cur_manifest),
+            only=proxied is not None)
         error += f"; {current} restored" if why is None else f"; restoring {current} {why}"
     return run.report("failed", release=current, error=error)
 

@@ -39,6 +39,7 @@ from deployer.deploy.lease import DEFAULT_LEASE, lock_hint
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.errors import HostError
 from deployer.plan import HostPlan
+from deployer.proxy import switch as proxy_switch
 from deployer.prune import prune_after_switch
 from deployer.release_tar import SourceChanged, release_files, tar_stream
 from deployer.remote.base import Executor
@@ -118,17 +119,20 @@ def restore(
     env: tuple[tuple[str, str], ...],
     settings: ShipSettings,
     profiles: tuple[str, ...] | None = None,
+    only: bool = False,
 ) -> str | None:
     """Bring ``previous`` up again, with the compose profiles it ran with,
     and wait until it is healthy (``current`` still points at it). Returns
     None when it is (and the apply marker is cleared: the host is
-    consistent), else why not (the marker stays for the next ship)."""
+    consistent), else why not (the marker stays for the next ship).
+    ``only``: start just ``services`` (the others, behind the proxy, were
+    never touched)."""
     run, ex = session.run, session.ex
     try:
         with run.step(f"roll back to {previous}"):
             old = session.compose(previous, env, profiles)
             ex.run(mark_applying(session.dir, previous))
-            ex.run(old.up(), timeout=600)
+            ex.run(old.up(services if only else ()), timeout=600)
             v = wait_healthy(ex, old.app, old.sudo, services, None,
                              settings.health_timeout, settings.poll_interval)
             if v.healthy:
@@ -315,9 +319,19 @@ class HostShip:
         self, compose: Compose, state: release.RemoteState, env: tuple[tuple[str, str], ...]
     ) -> HostReport:
         hp, run, ex = self.hp, self.run, self.ex
-        failure = start_and_gate(self.session, compose, hp.compose.services,
-                                 hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit,
-                                 applying=hp.release)
+        # Proxied services (proxy.routes) switch without downtime instead.
+        proxied = proxy_switch.host_proxy(self.project.config.proxy if hp.proxy else None,
+                                          hp.compose.services, hp.images)
+        if proxied is not None:
+            with run.step(f"mark {hp.release} as being applied"):
+                ex.run(mark_applying(self.dir, hp.release))
+            failure = proxy_switch.Switch(self.session, compose, proxied, self.s.health_timeout,
+                                          self.s.poll_interval).run(
+                hp.compose.services, hp.compose.oneshot, hp.compose.may_exit, env)
+        else:
+            failure = start_and_gate(self.session, compose, hp.compose.services,
+                                     hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit,
+                                     applying=hp.release)
         if failure is None:  # healthy; post_up fails it as a healthcheck would
             failure = hooks.run_remote(ex, run, self.project, "post_up", hp.release,
                                        self.s.hosts)
@@ -343,8 +357,14 @@ class HostShip:
                               error=f"{failure} (first release: nothing to roll back to)")
         run.log(f"release {hp.release} failed ({failure}); rolling back to {previous}")
         services = manifest_services(state.manifest, hp.compose.services)
+        if proxied is not None:
+            # The old proxied containers were never touched: restore the rest.
+            services = proxied.not_proxied(services)
+            if not services:
+                return run.report("rolled back", release=previous,
+                                  rolled_back_from=hp.release, error=failure)
         why = restore(self.session, previous, services, env, self.s,
-                      manifest_profiles(state.manifest))
+                      manifest_profiles(state.manifest), only=proxied is not None)
         if why is not None:
             return run.report("failed", release=previous,
                               error=f"{failure}; rollback to {previous} {why}")
