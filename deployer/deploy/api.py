@@ -108,6 +108,10 @@ def load(target: Target, *, all_at_once: bool = False) -> tuple[Project, list[Ho
     if target.max_parallel is not None and target.max_parallel < 1:
         raise ConfigError("--max-parallel must be at least 1")
     project = load_project(target.root, target.env, target.environ)
+    if project.inventory.target == "swarm":
+        from deployer.swarm.topology import check
+
+        check(project)
     hosts = project.select(target.limit)
     batches: list[int | str] | None = ["100%"] if all_at_once else (
         parse_batches(target.batches) if target.batches else None)
