@@ -233,6 +233,10 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
     stamp = stamp or new_stamp(_tag(project, tag))
     tag = stamp.tag
     stage = stage or image_stage(False)
+    if project.inventory.target == "swarm":
+        from deployer.swarm.ship import ship_stack
+
+        return ship_stack(project, hosts, reporter, opts, stamp, stage)
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.
     _render(project, hosts, stamp)
