@@ -44,13 +44,17 @@ class ServiceState:
 
     @property
     def desired(self) -> int:
+        """Replicas, or for a global service the nodes that should run a task
+        (a node's replaced task and its successor are one)."""
         if self.replicas is not None:
             return self.replicas
-        return sum(1 for t in self.tasks if t.desired.lower() == "running")
+        return len({t.node for t in self.tasks if t.desired.lower() == "running"})
 
     @property
     def running(self) -> int:
-        return sum(1 for t in self.tasks if t.running)
+        if self.replicas is not None:
+            return sum(1 for t in self.tasks if t.running)
+        return len({t.node for t in self.tasks if t.running})
 
     def errors(self, limit: int = 3) -> list[str]:
         """The latest distinct task errors, newest first."""

@@ -95,6 +95,7 @@ class StackSession:
     """The first manager's side of one swarm run."""
 
     def __init__(self, project: Project, session: HostSession, settings: ShipSettings) -> None:
+        self.nodes = len(project.hosts)
         self.project = project
         self.session = session
         self.s = settings
@@ -124,15 +125,18 @@ class StackSession:
             return self.wait(services, before)
 
     def wait(self, services: list[str], before: dict[str, str]) -> gate.Verdict:
-        deadline = time.monotonic() + self.s.health_timeout * 3
+        """Poll until the gate says healthy or failed. A rolling update
+        visits the nodes one by one, each for up to ``health_timeout``, so
+        the budget grows with the cluster."""
+        limit = self.s.health_timeout * (self.nodes + 2)
+        deadline = time.monotonic() + limit
         while True:
             v = gate.evaluate(self.states(), self.app, services, before)
             if v.status != "pending":
                 return v
             if time.monotonic() >= deadline:
                 return gate.Verdict("failed", v.service,
-                                    f"not healthy after {self.s.health_timeout * 3:.0f}s "
-                                    f"({v.reason})")
+                                    f"not healthy after {limit:.0f}s ({v.reason})")
             time.sleep(self.s.poll_interval)
 
     def show_logs(self, service: str) -> None:
