@@ -184,6 +184,10 @@ def logs(project: Project, hosts: list[Host], service: str | None, tail: int, fo
     """``compose logs`` of the current release on every host, each line
     handed to ``on_line`` as it arrives (at most ``max_parallel`` hosts at
     once). Ctrl-C (``opts.cancel``) ends the streams."""
+    if project.inventory.target == "swarm":
+        from deployer.swarm.ship import logs_stack
+
+        return logs_stack(project, service, tail, follow, on_line, reporter, opts)
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)

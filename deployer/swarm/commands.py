@@ -166,6 +166,31 @@ def service_logs(service: str, *, tail: int = 30, follow: bool = False,
     return Command((*argv, service), sudo=sudo, description=f"logs of {service}")
 
 
+_STACK_LOGS = f"""
+app=$1
+tail=$2
+mode=$3
+shift 3
+[ $# -gt 0 ] ||
+  set -- $(docker service ls --format '{{{{.Name}}}}' --filter "label={STACK_LABEL}=$app")
+[ $# -gt 0 ] || {{ echo "no services of stack $app" >&2; exit 3; }}
+for s in "$@"; do
+  docker service logs --tail "$tail" "$mode" "$s" 2>&1 &
+done
+wait
+""".strip()
+
+
+def stack_logs(app: str, service: str | None, *, tail: int = 100, follow: bool = False,
+               sudo: bool = False) -> Command:
+    """``docker service logs`` of one service of the stack, or of all of
+    them at once (each line carries its task and node)."""
+    names = (f"{app}_{service}",) if service else ()
+    mode = "--follow" if follow else "--no-trunc"
+    return Script(_STACK_LOGS, (app, str(int(tail)), mode, *names), sudo=sudo,
+                  description="logs of the stack's services").command()
+
+
 def service_rm(name: str, *, sudo: bool = False) -> Command:
     return Command(("docker", "service", "rm", name), sudo=sudo, ok_codes=(0, 1),
                    description=f"remove {name}")

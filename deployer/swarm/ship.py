@@ -480,3 +480,23 @@ def service_rows(app: str, states: dict[str, gate.ServiceState]) -> list[health.
                 status=t.state.split(" ")[0].lower() if t else "no tasks",
                 health=summary, image=s.image, error=t.error if t else ""))
     return out
+
+
+def logs_stack(project: Project, service: str | None, tail: int, follow: bool,
+               on_line: Callable[[str, str], None], reporter: Reporter,
+               opts: RunOptions) -> RunReport:
+    """``logs`` with target: swarm: ``docker service logs`` on the first
+    manager (each line names its task and node)."""
+    topo = topology(project)
+
+    def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+        session = HostSession(project, host, ex, run)
+        with run.step("logs"):
+            code = ex.stream(commands.stack_logs(project.app, service, tail=tail, follow=follow,
+                                                 sudo=session.probe().docker_sudo),
+                             lambda line: on_line(host.name, line), cancel=opts.cancel)
+        if code not in (0, -1):
+            return run.report("failed", error=f"docker service logs exited {code}")
+        return run.report("ok")
+
+    return run_command("logs", project, [topo.first], job, reporter, opts)

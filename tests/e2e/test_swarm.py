@@ -221,3 +221,11 @@ def test_status_shows_services_tasks_per_node_and_update_state(app: App) -> None
         assert "/swarmapp/py" in r["image"]
     (worker,) = [r for r in rows if r["service"].startswith("worker @ ")]
     assert worker["health"].startswith("1/1 running")
+
+
+def test_logs_come_from_docker_service_logs(app: App) -> None:
+    p = app.run("logs", "sandbox", "web", "--tail", "5")
+    # http.server logs the gate's and the test's requests, each line naming its task and node
+    lines = [ln for ln in p.stdout.splitlines() if "GET / HTTP" in ln]
+    assert lines, p.stdout + p.stderr
+    assert any("swarmapp_web." in ln and "@sandbox-" in ln for ln in lines)

@@ -127,3 +127,10 @@ def test_a_one_shot_job_keeps_its_environment_out_of_argv() -> None:
         "--env-file", "./app.env", "--env-file", "/dev/stdin",
         "--", "reg/web:1", "flask", "db", "upgrade")
     assert c.stdin == "DB_PASSWORD=pa$word\n"
+
+
+def test_stack_logs_of_one_service_or_all() -> None:
+    one = commands.stack_logs("shop", "web", tail=5)
+    assert one.argv[3:] == ("sh", "shop", "5", "--no-trunc", "shop_web")
+    every = commands.stack_logs("shop", None, tail=100, follow=True)
+    assert every.argv[3:] == ("sh", "shop", "100", "--follow")
