@@ -17,6 +17,11 @@ from typing import Any, Literal
 from deployer.swarm.commands import PROBE_MARK
 
 PENDING_UPDATE = ("updating", "rollback_started")
+#: Task states before the container starts: the node is pulling the image
+#: (or waiting for resources), which takes as long as the network does.
+BEFORE_START = ("new", "pending", "assigned", "accepted", "preparing", "ready")
+#: How long nodes may pull images, like compose pull's timeout in ship.
+PULL_ALLOWANCE = 900.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,17 @@ class Task:
     @property
     def running(self) -> bool:
         return self.desired.lower() == "running" and self.state.lower().startswith("running")
+
+    @property
+    def before_start(self) -> bool:
+        """Desired to run (or complete) and not started yet: pulling."""
+        return (self.desired.lower() in ("running", "complete")
+                and self.state.split(" ")[0].lower() in BEFORE_START)
+
+
+def pulling(states: dict[str, ServiceState]) -> bool:
+    """Some task of the stack is still before its start (pulling)."""
+    return any(t.before_start for s in states.values() for t in s.tasks)
 
 
 @dataclass(frozen=True)

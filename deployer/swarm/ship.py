@@ -130,10 +130,17 @@ class StackSession:
         the budget grows with the cluster."""
         limit = self.s.health_timeout * (self.nodes + 2)
         deadline = time.monotonic() + limit
+        pull_left = gate.PULL_ALLOWANCE  # time spent pulling does not count
         while True:
-            v = gate.evaluate(self.states(), self.app, services, before)
+            t0 = time.monotonic()
+            states = self.states()
+            v = gate.evaluate(states, self.app, services, before)
             if v.status != "pending":
                 return v
+            if gate.pulling(states) and pull_left > 0:
+                spent = self.s.poll_interval + time.monotonic() - t0
+                deadline += spent
+                pull_left -= spent
             if time.monotonic() >= deadline:
                 return gate.Verdict("failed", v.service,
                                     f"not healthy after {limit:.0f}s ({v.reason})")
@@ -270,6 +277,7 @@ class SwarmShip:
         # pulling the image on the node the job lands on counts too
         limit = max(self.s.health_timeout * 3, 180.0)
         deadline = time.monotonic() + limit
+        pull_left = gate.PULL_ALLOWANCE
         while True:
             res = self.ex.run(commands.job_tasks(name, sudo=self.st.sudo), check=False)
             tasks = [json.loads(line) for line in res.stdout.splitlines()
@@ -280,6 +288,9 @@ class SwarmShip:
             for t, s in zip(tasks, states, strict=True):
                 if s in ("failed", "rejected", "shutdown", "orphaned"):
                     return str(t.get("Error") or s).strip('"')
+            if (not states or set(states) <= set(gate.BEFORE_START)) and pull_left > 0:
+                pull_left -= self.s.poll_interval  # the node is pulling the image
+                deadline += self.s.poll_interval
             if time.monotonic() >= deadline:
                 return f"not done after {limit:.0f}s"
             time.sleep(self.s.poll_interval)

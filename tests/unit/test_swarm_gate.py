@@ -7,7 +7,7 @@ import json
 
 from deployer.swarm import commands
 from deployer.swarm.cluster import parse_info
-from deployer.swarm.gate import baseline, evaluate, parse_probe
+from deployer.swarm.gate import baseline, evaluate, parse_probe, pulling
 
 STARTED_OLD = "2026-12-01T12:00:00.1Z"
 STARTED_NEW = "2026-12-01T12:22:43.6Z"
@@ -134,3 +134,9 @@ def test_stack_logs_of_one_service_or_all() -> None:
     assert one.argv[3:] == ("sh", "shop", "5", "--no-trunc", "shop_web")
     every = commands.stack_logs("shop", None, tail=100, follow=True)
     assert every.argv[3:] == ("sh", "shop", "100", "--follow")
+
+
+def test_a_task_before_its_start_counts_as_pulling() -> None:
+    tasks = [*RUNNING_3[:2], task("shop_web.n3", "node-3", "Running", "Preparing 9 seconds ago")]
+    assert pulling(parse_probe(probe([service("shop_web")], tasks)))
+    assert not pulling(parse_probe(probe([service("shop_web")], RUNNING_3)))
