@@ -176,7 +176,12 @@ def render(target: Target, tag: str | None = None, stamp: Stamp | None = None) -
     """Every targeted host's files, rendered with the offline image refs
     (``check``; the first thing every ship does)."""
     project, hosts, _ = load(target)
-    return _render(project, hosts, stamp or new_stamp(_tag(project, tag)))
+    stamp = stamp or new_stamp(_tag(project, tag))
+    if project.inventory.target == "swarm":  # the stack too: its rules are check's
+        from deployer.swarm.ship import check_stack
+
+        check_stack(project, image_refs(project, stamp.tag), stamp.release, stamp.tag)
+    return _render(project, hosts, stamp)
 
 
 def _render(project: Project, hosts: list[Host], stamp: Stamp) -> Plan:

@@ -86,6 +86,11 @@ def stack_plan(project: Project, first: Host, images: dict[str, str], release_id
     return hp, stack
 
 
+def check_stack(project: Project, images: dict[str, str], release_id: str, tag: str) -> Stack:
+    """``check`` with target: swarm: the stack converts (data binds refused)."""
+    return stack_plan(project, topology(project).first, images, release_id, tag)[1]
+
+
 def _wait_flag(version: str) -> bool:
     m = re.match(r"(\d+)", version)
     return bool(m and int(m.group(1)) >= 26)

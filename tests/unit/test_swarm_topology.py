@@ -90,3 +90,23 @@ def test_unknown_target_is_a_config_error(make_project: MakeProject) -> None:
     inv = SWARM_INV.replace("target: swarm", "target: kubernetes")
     with pytest.raises(ConfigError, match="target"):
         load(make_project({"inventories/prod.yaml": inv}))
+
+
+def test_check_refuses_a_relative_data_bind_in_swarm_mode(make_project: MakeProject) -> None:
+    # the basic compose file mounts ./data:/data, which is data (not uploaded)
+    root = make_project({"inventories/prod.yaml": SWARM_INV})
+    with pytest.raises(ConfigError) as e:
+        api.render(api.Target(root, "prod", environ=ENV), tag="t1")
+    assert e.value.message == (
+        "templates/docker-compose.yaml.j2: service web: volumes[1]: bind mount source "
+        "'./data' is data; with target: swarm one stack serves every node, and a directory "
+        "on one node is not there on another")
+
+
+def test_check_passes_a_swarm_project_without_data_binds(make_project: MakeProject) -> None:
+    compose = "services:\n  web:\n    image: {{ images.web }}\n" \
+              "    volumes: [./app.conf:/etc/app.conf]\n"
+    root = make_project({"inventories/prod.yaml": SWARM_INV,
+                         "templates/docker-compose.yaml.j2": compose})
+    plan = api.render(api.Target(root, "prod", environ=ENV), tag="t1")
+    assert [hp.host.name for hp in plan.hosts] == ["mgr-1", "node-1", "node-2"]
