@@ -284,6 +284,7 @@ class SwarmShip:
         deadline = time.monotonic() + limit
         pull_left = gate.PULL_ALLOWANCE
         while True:
+            t0 = time.monotonic()
             res = self.ex.run(commands.job_tasks(name, sudo=self.st.sudo), check=False)
             tasks = [json.loads(line) for line in res.stdout.splitlines()
                      if line.strip().startswith("{")]
@@ -294,8 +295,9 @@ class SwarmShip:
                 if s in ("failed", "rejected", "shutdown", "orphaned"):
                     return str(t.get("Error") or s).strip('"')
             if (not states or set(states) <= set(gate.BEFORE_START)) and pull_left > 0:
-                pull_left -= self.s.poll_interval  # the node is pulling the image
-                deadline += self.s.poll_interval
+                spent = self.s.poll_interval + time.monotonic() - t0
+                pull_left -= spent  # the node is pulling the image
+                deadline += spent
             if time.monotonic() >= deadline:
                 return f"not done after {limit:.0f}s"
             time.sleep(self.s.poll_interval)
