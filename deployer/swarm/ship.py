@@ -27,7 +27,7 @@ from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
-from deployer.deploy.ship import ShipSettings, check_cancel
+from deployer.deploy.ship import ShipSettings, check_cancel, record_failed
 from deployer.errors import ConfigError, HostError
 from deployer.plan import HostPlan, build_plan
 from deployer.release_files import ReleaseFile
@@ -224,7 +224,7 @@ class SwarmShip:
                              tar_stream(files, hp.dirs), timeout=900)
             except SourceChanged as e:
                 raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
-            ex.run(release.finalize(self.dir, hp.release))
+            ex.run(release.finalize(self.dir, hp.release, self.s.when))
         login: registry.RegistryLogin | None = None
         reg = self.project.registry
         if reg.username and reg.password:
@@ -239,6 +239,7 @@ class SwarmShip:
                 env = login.env
             failure = self._oneshots(env)
             if failure is not None:
+                record_failed(self.session, hp.release, self.s.when)
                 return run.report("failed", release=state.current,
                                   error=f"{failure}; nothing was updated")
             check_cancel(self.s, hp.host.name, "stack deploy")
@@ -307,7 +308,7 @@ class SwarmShip:
         verdict = self.st.deploy(hp.release, env, self.stack.services)
         if verdict.healthy:
             with run.step("switch current"):
-                ex.run(release.switch_current(self.dir, hp.release))
+                ex.run(release.switch_current(self.dir, hp.release, self.s.when))
             with run.step("prune releases"):
                 ex.run(release.prune(self.dir, self.s.keep_releases), check=False)
                 res = ex.run(commands.prune_objects(self.dir, self.project.app,
@@ -315,6 +316,7 @@ class SwarmShip:
                 for line in res.stdout.splitlines():
                     run.log(line)
             return run.report("deployed", detail=self._detail())
+        record_failed(self.session, hp.release, self.s.when)
         if verdict.service:
             self.st.show_logs(verdict.service)
         failure = verdict.describe()
@@ -445,7 +447,7 @@ def _roll_back(project: Project, session: HostSession, st: StackSession, current
         verdict = st.deploy(target, env, services, step=f"stack deploy {target}")
         if verdict.healthy:
             with run.step("switch current"):
-                ex.run(release.switch_current(session.dir, target))
+                ex.run(release.switch_current(session.dir, target, st.s.when))
             return run.report("rolled back", release=target, rolled_back_from=current,
                               detail=f"from {current or 'none'} to {target}")
         if verdict.service:
