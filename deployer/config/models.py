@@ -680,8 +680,27 @@ class RolloutConfig(Strict):
         return v
 
 
+class SwarmConfig(Strict):
+    """``swarm:`` (with ``target: swarm``): which hosts manage the cluster."""
+
+    #: host or group names; default: the first host. Every other host is a worker.
+    managers: list[str] | None = None
+
+    @field_validator("managers")
+    @classmethod
+    def _managers(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("managers is empty: name at least one host or group, "
+                             "or remove the key (default: the first host)")
+        return v
+
+
 class InventoryConfig(Strict):
     """``inventories/<env>.yaml``: where the app runs."""
+
+    #: compose: ``compose up`` on each host; swarm: one stack on a cluster.
+    target: Literal["compose", "swarm"] = "compose"
+    swarm: SwarmConfig | None = None
 
     ssh: SSHConfig = Field(default_factory=SSHConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
@@ -729,3 +748,10 @@ class InventoryConfig(Strict):
     @classmethod
     def _hosts(cls, v: dict[str, HostConfig | None]) -> dict[str, HostConfig | None]:
         return _check_hosts(v)
+
+    @model_validator(mode="after")
+    def _swarm_needs_target(self) -> InventoryConfig:
+        if self.swarm is not None and self.target != "swarm":
+            raise ValueError("'swarm' applies to 'target: swarm' only: set target: swarm, "
+                             "or remove the swarm key")
+        return self

@@ -114,6 +114,10 @@ def load(target: Target, *, all_at_once: bool = False) -> tuple[Project, list[Ho
     if target.max_parallel is not None and target.max_parallel < 1:
         raise ConfigError("--max-parallel must be at least 1")
     project = load_project(target.root, target.env, target.environ)
+    if project.inventory.target == "swarm":
+        from deployer.swarm.topology import check
+
+        check(project)
     hosts = project.select(target.limit)
     batches: list[int | str] | None = ["100%"] if all_at_once else (
         parse_batches(target.batches) if target.batches else None)
@@ -155,7 +159,12 @@ def render(target: Target, tag: str | None = None, stamp: Stamp | None = None) -
     """Every targeted host's files, rendered with the offline image refs
     (``check``; the first thing every ship does)."""
     project, hosts, _ = load(target)
-    return _render(project, hosts, stamp or new_stamp(_tag(project, tag)))
+    stamp = stamp or new_stamp(_tag(project, tag))
+    if project.inventory.target == "swarm":  # the stack too: its rules are check's
+        from deployer.swarm.ship import check_stack
+
+        check_stack(project, image_refs(project, stamp.tag), stamp.release, stamp.tag)
+    return _render(project, hosts, stamp)
 
 
 def _render(project: Project, hosts: list[Host], stamp: Stamp) -> Plan:
@@ -217,6 +226,10 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
     run fails."""
     stamp = stamp or new_stamp(_tag(project, tag))
     stage = stage or image_stage(False)
+    if project.inventory.target == "swarm":
+        from deployer.swarm.ship import ship_stack
+
+        return ship_stack(project, hosts, reporter, opts, stamp, stage)
     lease = lease_seconds()
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.

@@ -49,6 +49,10 @@ def bootstrap(project: Project, hosts: list[Host], reporter: Reporter,
 def releases(project: Project, hosts: list[Host], reporter: Reporter,
              opts: RunOptions) -> tuple[RunReport, dict[str, release.Releases]]:
     found: dict[str, release.Releases] = {}
+    if project.inventory.target == "swarm":  # recorded on the first manager
+        from deployer.swarm.topology import topology
+
+        hosts = [topology(project).first]
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         with run.step("list releases"):
@@ -65,6 +69,10 @@ def rollback(project: Project, hosts: list[Host], to: str | None, reporter: Repo
     healthy, and an unhealthy one is replaced by the release that was current
     (waited for as well). A host that went back reports ``rolled back``, with
     the release it left in ``rolled_back_from``."""
+    if project.inventory.target == "swarm":
+        from deployer.swarm.ship import rollback_stack
+
+        return rollback_stack(project, hosts, to, reporter, opts)
     settings = ShipSettings(deployer_identity(), utc_timestamp(),
                             project.config.health_timeout, project.config.keep_releases,
                             cancel=opts.cancel, abort=opts.abort, lease=lease_seconds())
@@ -142,6 +150,10 @@ def _roll_back(session: HostSession, current: str | None, target: str,
 
 def status(project: Project, hosts: list[Host], reporter: Reporter,
            opts: RunOptions) -> tuple[RunReport, dict[str, list[health.ContainerRow]]]:
+    if project.inventory.target == "swarm":
+        from deployer.swarm.ship import status_stack
+
+        return status_stack(project, hosts, reporter, opts)
     rows: dict[str, list[health.ContainerRow]] = {}
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
@@ -195,6 +207,10 @@ def logs(project: Project, hosts: list[Host], service: str | None, tail: int, fo
     """``compose logs`` of the current release on every host, each line
     handed to ``on_line`` as it arrives (at most ``max_parallel`` hosts at
     once). Ctrl-C (``opts.cancel``) ends the streams."""
+    if project.inventory.target == "swarm":
+        from deployer.swarm.ship import logs_stack
+
+        return logs_stack(project, service, tail, follow, on_line, reporter, opts)
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)
