@@ -177,7 +177,9 @@ def test_plan_shows_the_switch_and_check_refuses_ports(make_project: MakeProject
     numbered = [m.group(1).split(" (")[0] for ln in p.stdout.splitlines()
                 if (m := re.match(r"\s+\d+\. (.*)", ln))]
     i = numbered.index("pull images")
-    assert numbered[i + 1:numbered.index("switch current")] == [
+    # the apply marker first (kill -9 recovery), as for a plain compose up
+    assert re.fullmatch(r"mark \S+ as being applied", numbered[i + 1]), numbered[i + 1]
+    assert numbered[i + 2:numbered.index("switch current")] == [
         "read proxy state", "pull the proxy image", "write the proxy config", "start the proxy",
         "read proxy state", "compose up", "wait healthy", "start new web containers",
         "wait healthy", "proxy health check", "switch the proxy",
