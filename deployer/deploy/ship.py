@@ -303,17 +303,7 @@ class HostShip:
                     self.run.log(f"sent {tunnel.sent} bytes of images over SSH")
 
     def _upload(self) -> None:
-        """The whole release (templates, copies, manifest) as one tar stream
-        into ``<id>.partial``, then the rename: two commands, whatever the
-        number of files."""
-        hp, ex = self.hp, self.ex
-        files = release_files(hp, hp.manifest_bytes(self.s.who, self.s.when))
-        try:
-            ex.stream_in(release.receive_release(self.dir, hp.release),
-                         tar_stream(files, hp.dirs), timeout=900)
-        except SourceChanged as e:
-            raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
-        ex.run(release.finalize(self.dir, hp.release, self.s.when))
+        upload_release(self.ex, self.hp, self.dir, self.s)
 
     def _up_and_gate(
         self, compose: Compose, state: release.RemoteState, env: tuple[tuple[str, str], ...]
@@ -395,6 +385,19 @@ def _why_up_failed(
         return message
     _show_logs(session, compose, verdict.service, settings.log_tail)
     return f"{verdict.describe()} ({message})"
+
+
+def upload_release(ex: Executor, hp: HostPlan, deploy_dir: str, settings: ShipSettings) -> None:
+    """The whole release (templates, copies, manifest) as one tar stream
+    into ``<id>.partial``, then the rename: two commands, whatever the
+    number of files. Shared by the compose and the Swarm targets."""
+    files = release_files(hp, hp.manifest_bytes(settings.who, settings.when))
+    try:
+        ex.stream_in(release.receive_release(deploy_dir, hp.release),
+                     tar_stream(files, hp.dirs), timeout=900)
+    except SourceChanged as e:
+        raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
+    ex.run(release.finalize(deploy_dir, hp.release, settings.when))
 
 
 def _show_logs(session: HostSession, compose: Compose, service: str, tail: int) -> None:

@@ -27,11 +27,10 @@ from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
-from deployer.deploy.ship import ShipSettings, check_cancel, record_failed
+from deployer.deploy.ship import ShipSettings, check_cancel, record_failed, upload_release
 from deployer.errors import ConfigError, HostError
 from deployer.plan import HostPlan, build_plan
 from deployer.release_files import ReleaseFile
-from deployer.release_tar import SourceChanged, release_files, tar_stream
 from deployer.remote.base import Executor
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
@@ -218,13 +217,7 @@ class SwarmShip:
             ex.run(registry.remove_stale_configs(self.dir, sudo=sudo))
         check_cancel(self.s, hp.host.name, "upload")
         with run.step("upload release"):
-            files = release_files(hp, hp.manifest_bytes(self.s.who, self.s.when))
-            try:
-                ex.stream_in(release.receive_release(self.dir, hp.release),
-                             tar_stream(files, hp.dirs), timeout=900)
-            except SourceChanged as e:
-                raise HostError(hp.host.name, "upload release", e.message, e.hint) from None
-            ex.run(release.finalize(self.dir, hp.release, self.s.when))
+            upload_release(ex, hp, self.dir, self.s)
         login: registry.RegistryLogin | None = None
         reg = self.project.registry
         if reg.username and reg.password:
