@@ -111,8 +111,12 @@ def audited(action: str, ctx: AuditContext, job: Job,
         except StoppedBeforeStep:
             raise
         except HostError as e:
-            record(ex, run, ctx, action, "failed", run.release, time.monotonic() - t0,
-                   e.message)
+            # A host no connection reached (unreachable, a changed host key)
+            # changed nothing and has no log to write to; connecting again
+            # would only repeat the refusal.
+            if ex.stats().connections_opened:
+                record(ex, run, ctx, action, "failed", run.release, time.monotonic() - t0,
+                       e.message)
             raise
         if action == "ship" and rep.result == "unchanged":
             return rep

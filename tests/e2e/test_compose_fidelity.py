@@ -187,7 +187,10 @@ class TestCopies:
                                            f"{stat.S_IMODE(p.stat().st_mode):o}")
             for p in host_dir.rglob("*") if p.is_file() and p.name != "manifest.json"
         }
+        # manifest.json differs by design; .deployer-health is the host's own
+        # record of the release's health gate, written after the upload.
         lines = copies.sh(f"cd {rel} && find . -type f ! -name manifest.json "
+                          "! -name .deployer-health "
                           "-exec sha256sum {} + -exec stat -c '%n %a' {} +").splitlines()
         sums = {ln.split()[1][2:]: ln.split()[0] for ln in lines if len(ln.split()[0]) == 64}
         modes = {ln.split()[0][2:]: ln.split()[1] for ln in lines
