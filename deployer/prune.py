@@ -123,7 +123,7 @@ def prune_images(ex: Executor, run: HostRun, project: Project, *, sudo: bool) ->
         run.log(f"images not pruned: {e}")
         return None
     images, containers = parse_listing(
-        ex.run(cmds.list_images(project.app, repos, sudo=sudo)).stdout)
+        ex.run(cmds.list_images(project.project_name, repos, sudo=sudo)).stdout)
     d = decide(images, containers, keep)
     if d.images or d.containers:
         r = ex.run(cmds.remove(d.containers, [i.id for i in d.images], sudo=sudo), check=False)

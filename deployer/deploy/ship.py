@@ -377,7 +377,7 @@ def _why_up_failed(
     a container id."""
     try:
         rows = health.parse_containers(
-            session.ex.run(health.containers(session.project.app, sudo=compose.sudo)).stdout)
+            session.ex.run(health.containers(compose.app, sudo=compose.sudo)).stdout)
     except HostError:
         return message  # the host or dockerd is gone: compose's words are all there is
     verdict = health.evaluate(rows, services, oneshot=oneshot, may_exit=may_exit)
