@@ -9,6 +9,7 @@ failure turned into that host's report instead of an exception.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from deployer.remote.base import Counting, Executor
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
 from deployer.secrets import mask
+
+log = logging.getLogger(__name__)
 
 ExecutorFactory = Callable[[Host], Executor]
 Job = Callable[[Executor, HostRun, Host], HostReport]
@@ -66,6 +69,8 @@ def run_host(host: Host, ex: Executor, job: Job, reporter: Reporter) -> HostRepo
     except DeployerError as e:
         rep = run.report("failed", error=e.message)
     except Exception as e:  # a bug must fail one host, not the run
+        # -v shows where: the one-line report alone cannot be debugged.
+        log.debug("%s: internal error", host.name, exc_info=True)
         rep = run.report("failed", error=f"internal error: {type(e).__name__}: {mask(str(e))}")
     finally:
         with contextlib.suppress(Exception):  # closing a dead connection
