@@ -203,3 +203,25 @@ def test_max_connecting_bounds_the_handshakes_in_flight(
     for ex in execs:
         ex.close()
     assert ssh.HANDSHAKES.peak == 2
+
+
+def test_a_shared_bastion_with_an_unknown_key_is_refused_for_every_target(
+    make_host: MakeHost, sshd: SSHServer, tmp_path: Path, no_agent: None
+) -> None:
+    # Sharing the bastion connection must not share trust: the bastion's key
+    # is checked against known_hosts once, and its refusal reaches every
+    # target behind it; none is connected through an unverified bastion.
+    from deployer.remote.hostkeys import HostKeyError
+
+    kh = tmp_path / "kh"
+    kh.write_text(sshd.known_hosts_line(f"[localhost]:{sshd.port}"))  # the target only
+    jump = f"root@127.0.0.1:{sshd.port}"
+    hosts = [make_host(name=f"k{i}", address="localhost", known_hosts=str(kh),
+                       proxy_jump=jump) for i in range(3)]
+    with run_scope():
+        for h in hosts:
+            with pytest.raises(HostKeyError) as e:
+                SSHExecutor(h, ssh_config=None).connect()
+            assert f"unknown host key for [127.0.0.1]:{sshd.port}" in str(e.value)
+    assert len(JUMPS) == 0
+    assert kh.read_text() == sshd.known_hosts_line(f"[localhost]:{sshd.port}")  # nothing added
