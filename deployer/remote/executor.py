@@ -240,17 +240,11 @@ class SSHExecutor:
         merged, decoded) to ``on_line`` as it arrives; return the exit code,
         or -1 when ``cancel`` was set (the channel is closed then). For
         ``logs -f`` and ``exec``: the output is the point, not a result."""
-        import paramiko
 
         conn = self.connect()
         self._commands += 1
         line = command.shell(as_root=self.as_root)
         log.debug("%s: $ %s (streamed)", self.host, mask(line))
-        try:
-            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError) as e:
-            raise UnreachableError(self.host, f"cannot open a channel for {_step(command)}: "
-                                   f"{e}") from None
         # stdout and stderr each have their own line buffer, so a line of one
         # is never cut by a line of the other.
         bufs = {False: b"", True: b""}
@@ -260,7 +254,7 @@ class SSHExecutor:
             for raw in lines:
                 on_line(raw.decode("utf-8", "replace"))
 
-        try:
+        with self._channel(conn, _step(command)) as chan:
             chan.exec_command(line)
             if command.stdin is not None:
                 chan.sendall(command.stdin.encode())
@@ -284,8 +278,6 @@ class SSHExecutor:
                 if rest:
                     on_line(rest.decode("utf-8", "replace"))
             return chan.recv_exit_status()
-        finally:
-            chan.close()
 
     def _check_sudo(self, command: Command, result: Result, step: str) -> None:
         """sudo's own failures are raised whatever ``check`` says: the step did
@@ -312,16 +304,11 @@ class SSHExecutor:
     def _exec(
         self, conn: Connection, line: str, stdin: str | None, limit: float | None, step: str
     ) -> tuple[int, str, str]:
-        import paramiko
 
         deadline = None if limit is None else time.monotonic() + limit
-        try:
-            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError) as e:
-            raise UnreachableError(self.host, f"cannot open a channel for {step}: {e}") from None
         out: list[bytes] = []
         err: list[bytes] = []
-        try:
+        with self._channel(conn, step) as chan:
             chan.exec_command(line)
             pending = memoryview(stdin.encode()) if stdin is not None else memoryview(b"")
             if not pending:
@@ -362,8 +349,6 @@ class SSHExecutor:
                 # The pipe stays readable until the buffers are drained; clear it
                 # only after reading, so no wake-up is lost.
             code = self._exit_code(chan, conn, step)
-        finally:
-            chan.close()
         return code, _text(out), _text(err)
 
     # -- streamed stdin ------------------------------------------------------
@@ -395,13 +380,8 @@ class SSHExecutor:
         self, conn: Connection, line: str, chunks: Iterator[bytes], limit: float | None,
         step: str,
     ) -> tuple[int, str, str, int]:
-        import paramiko
 
         deadline = None if limit is None else time.monotonic() + limit
-        try:
-            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError) as e:
-            raise UnreachableError(self.host, f"cannot open a channel for {step}: {e}") from None
         out: list[bytes] = []
         err: list[bytes] = []
         sent = 0
@@ -424,7 +404,7 @@ class SSHExecutor:
                 )
             return remaining
 
-        try:
+        with self._channel(conn, step) as chan:
             chan.exec_command(line)
             for chunk in chunks:
                 if chan.exit_status_ready():
@@ -455,9 +435,29 @@ class SSHExecutor:
                 select.select([chan.fileno()], [], [],
                               0.5 if remaining is None else min(0.5, remaining))
             code = self._exit_code(chan, conn, step)
+        return code, _text(out), _text(err), sent
+
+    @contextlib.contextmanager
+    def _channel(self, conn: Connection, step: str) -> Iterator[paramiko.Channel]:
+        """A session channel for one command, closed afterwards. paramiko
+        reports a connection that dies under a command as EOFError or
+        SSHException from whichever call noticed (exec, send, recv); that is
+        one :class:`UnreachableError` naming the step here, never an
+        internal error, so the clean-up steps after it still run."""
+        import paramiko
+
+        try:
+            chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise UnreachableError(self.host, f"cannot open a channel for {step}: {e}") from None
+        try:
+            yield chan
+        except (paramiko.SSHException, EOFError) as e:
+            raise UnreachableError(
+                self.host, f"connection lost during {step} ({type(e).__name__}: {e})"
+            ) from None
         finally:
             chan.close()
-        return code, _text(out), _text(err), sent
 
     def _exit_code(self, chan: paramiko.Channel, conn: Connection, step: str) -> int:
         """The finished command's exit code; -1 when none arrived, which is

@@ -245,3 +245,44 @@ def test_connection_dropped_mid_command_is_unreachable_then_reopened(
         # The steps that clean up after it (rollback, unlock) get a new connection.
         assert ex.run(cmd("echo", "again")).stdout == "again\n"
         assert ex.connections_opened == 2
+
+
+def test_a_connection_dying_under_a_command_is_unreachable_not_an_internal_error(
+        make_host: Callable[..., Host]) -> None:
+    # paramiko reports a transport that died mid-command as EOFError or
+    # SSHException from exec/send/recv (the cut-during-upload fault scenario
+    # once ended in "internal error: EOFError"): every command path must turn
+    # it into the host's UnreachableError naming the step.
+    import types
+
+    import paramiko
+
+    from deployer.commands.base import cmd
+    from deployer.remote.executor import SSHExecutor
+    from deployer.remote.ssh import UnreachableError
+
+    closed: list[bool] = []
+
+    class DyingChannel:
+        def __init__(self, error: Exception) -> None:
+            self.error = error
+
+        def exec_command(self, line: str) -> None:
+            raise self.error
+
+        def close(self) -> None:
+            closed.append(True)
+
+    for exc in (EOFError(), paramiko.SSHException("Channel closed.")):
+        ex = SSHExecutor(make_host(), ssh_config=None)
+        ex._conn = types.SimpleNamespace(  # type: ignore[assignment]
+            active=True, endpoint=types.SimpleNamespace(user="deploy"),
+            transport=types.SimpleNamespace(
+                open_session=lambda timeout=None, e=exc: DyingChannel(e)))
+        with pytest.raises(UnreachableError, match="connection lost during"):
+            ex.run(cmd("true"))
+        with pytest.raises(UnreachableError, match="connection lost during"):
+            ex.stream_in(cmd("cat"), [b"x"])
+        with pytest.raises(UnreachableError, match="connection lost during"):
+            ex.stream(cmd("true"), lambda line: None)
+    assert len(closed) == 6  # every channel closed on the way out
