@@ -448,7 +448,11 @@ class SSHExecutor:
 
         try:
             chan = conn.transport.open_session(timeout=self.target.ssh.connect_timeout)
-        except (paramiko.SSHException, EOFError, OSError) as e:
+        except (EOFError, OSError) as e:  # the socket itself is gone
+            raise UnreachableError(
+                self.host, f"connection lost during {step} (cannot open a channel: {e})"
+            ) from None
+        except paramiko.SSHException as e:  # the server refused a channel
             raise UnreachableError(self.host, f"cannot open a channel for {step}: {e}") from None
         try:
             yield chan
