@@ -69,6 +69,11 @@ def parse_manifests(stdout: str) -> dict[str, list[str]]:
 
 
 def parse_listing(stdout: str) -> tuple[list[Image], list[Container]]:
+    """The images and containers ``list_images`` printed. An image or
+    container docker could not inspect makes the listing :class:`CannotTell`:
+    pruning from half a listing could remove what a kept release needs."""
+    if cmds.UNREADABLE_MARK in stdout:
+        raise CannotTell("docker could not inspect every image and container")
     head, _, tail = stdout.partition(cmds.CONTAINERS_MARK)
     images = []
     for line in head.splitlines():
@@ -122,8 +127,12 @@ def prune_images(ex: Executor, run: HostRun, project: Project, *, sudo: bool) ->
     except CannotTell as e:
         run.log(f"images not pruned: {e}")
         return None
-    images, containers = parse_listing(
-        ex.run(cmds.list_images(project.project_name, repos, sudo=sudo)).stdout)
+    try:
+        images, containers = parse_listing(
+            ex.run(cmds.list_images(project.project_name, repos, sudo=sudo)).stdout)
+    except CannotTell as e:
+        run.log(f"images not pruned: {e}")
+        return None
     d = decide(images, containers, keep)
     if d.images or d.containers:
         r = ex.run(cmds.remove(d.containers, [i.id for i in d.images], sudo=sudo), check=False)

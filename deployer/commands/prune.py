@@ -15,6 +15,7 @@ from deployer.commands.base import Command, Script
 
 MANIFESTS_MARK = "--- manifest "
 CONTAINERS_MARK = "#containers"
+UNREADABLE_MARK = "#unreadable"
 
 _MANIFESTS = r"""
 cd -- "$1/releases" 2>/dev/null || exit 0
@@ -35,11 +36,13 @@ docker images --no-trunc --format '{{.ID}} {{.Repository}}' | while read -r id r
     if [ "$repo" = "$r" ]; then echo "$id"; fi
   done
 done | sort -u | while read -r id; do
-  docker image inspect --format '{{.Id}} {{join .RepoDigests ","}} {{join .RepoTags ","}}' "$id"
+  docker image inspect --format \
+    '{{.Id}} {{range .RepoDigests}}{{.}},{{end}} {{range .RepoTags}}{{.}},{{end}}' "$id" \
+    || echo '#unreadable'
 done
 echo '#containers'
 docker ps -aq --no-trunc --filter "label=com.docker.compose.project=$app" | while read -r c; do
-  docker inspect --format '{{.Id}} {{.Image}} {{.State.Status}}' "$c"
+  docker inspect --format '{{.Id}} {{.Image}} {{.State.Status}}' "$c" || echo '#unreadable'
 done
 """.strip()
 

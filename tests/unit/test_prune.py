@@ -52,3 +52,9 @@ def test_builders() -> None:
     assert ls.argv[3:] == ("sh", "shop", "reg:5000/shop/db", R) and ls.sudo
     rm = cmds.remove(["c1"], ["sha256:x", "sha256:y"])
     assert rm.argv[3:] == ("sh", "1", "c1", "sha256:x", "sha256:y")
+
+
+def test_an_image_docker_cannot_inspect_makes_the_listing_unreadable() -> None:
+    with pytest.raises(CannotTell):
+        parse_listing(f"sha256:{'0' * 64}  x:1,\n{cmds.UNREADABLE_MARK}\n"
+                            f"{cmds.CONTAINERS_MARK}\n")
