@@ -24,6 +24,7 @@ from deployer.config import Host, Project
 from deployer.errors import ConfigError
 from deployer.images.refs import image_ref
 from deployer.project import ServerCompose, compose_context, server_compose
+from deployer.proxy import tls as proxy_tls
 from deployer.proxy.validate import check_services, proxy_dump
 from deployer.release_files import ReleaseFile
 from deployer.release_tree import Expander, file_copies
@@ -201,6 +202,7 @@ def build_plan(
     plan = Plan(project, release, tag, dict(images))
     compose_dest = project.config.compose_file
     context = compose_context(project, images)
+    proxy_tls.check_files(project.root, project.config.proxy)
     for host in hosts:
         files = renderer.render(host, images, release)
         by_dest = {f.dest: f for f in files}
@@ -230,7 +232,9 @@ def build_plan(
             else f
             for f in files
         ]
-        copied = expander.expand([*own, *compose.copies]) if compose.copies else listed
+        extra = [*compose.copies, *proxy_tls.release_specs(project.config.proxy,
+                                                           compose.services)]
+        copied = expander.expand([*own, *extra]) if extra else listed
         # A template rendered to a path inside a copied directory replaces
         # the copied file there.
         files += [f for f in copied.files if f.dest not in by_dest]

@@ -263,7 +263,8 @@ def _project_path(v: str, what: str) -> str:
     return norm
 
 
-_ROOTS = {"dest": "release directory", "copy": "project"}
+_ROOTS = {"dest": "release directory", "copy": "project", "certificate": "project",
+          "key": "project", "ca_file": "project"}
 
 
 def _dest_optional_for_copies(schema: dict[str, Any]) -> None:
@@ -417,12 +418,27 @@ class AcmeConfig(Strict):
     #: trust this CA (a PEM file of the project) for the directory's HTTPS.
     ca_file: str | None = None
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str | None) -> str | None:
+        return _project_path(v, "ca_file") if v is not None else v
+
 
 class TlsFiles(Strict):
     """``tls: {certificate, key}``: a certificate chain and its key, project files."""
 
     certificate: str
     key: str
+
+    @field_validator("certificate")
+    @classmethod
+    def _certificate(cls, v: str) -> str:
+        return _project_path(v, "certificate")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _project_path(v, "key")
 
 
 class RouteHealth(Strict):

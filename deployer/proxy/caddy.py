@@ -121,11 +121,12 @@ def upstreams_of(cfg: Mapping[str, Any] | None, app: str) -> dict[str, list[str]
     out: dict[str, list[str]] = {}
     if not cfg:
         return out
-    server = cfg.get("apps", {}).get("http", {}).get("servers", {}).get(SERVER, {})
-    for r in server.get("routes", []):
-        if not owned_by(r, app):
+    servers = cfg.get("apps", {}).get("http", {}).get("servers", {})
+    for r in [r for s in servers.values() for r in s.get("routes", [])]:  # HTTP and HTTPS
+        parts = str(r.get("@id", "")).split(":")
+        if not owned_by(r, app) or len(parts) != 3:  # not a service's route (a redirect)
             continue
-        service = str(r["@id"]).split(":", 2)[2]
+        service = parts[2]
         dials: list[str] = []
         for h in r.get("handle", []):
             dials += [str(u.get("dial")) for u in h.get("upstreams", [])]

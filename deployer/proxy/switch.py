@@ -15,19 +15,20 @@ ones were never touched, so a failing release never receives a request.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.commands import health
+from deployer.commands import health, proxy_tls
 from deployer.commands import proxy as pc
 from deployer.commands.compose import Compose
 from deployer.config import Project
 from deployer.config.models import ProxyConfig, RouteConfig
 from deployer.deploy.session import HostSession
 from deployer.errors import HostError
-from deployer.proxy import caddy
+from deployer.proxy import caddy, tls
 
 WRITE_ATTEMPTS = 5
 
@@ -91,6 +92,8 @@ class Switch:
         # The compose project (the app, or the environment's project_name):
         # its containers' label, and the owner of its routes on a shared proxy.
         self.app = compose.app
+        # The release being switched to (its directory holds its TLS files).
+        self.release = posixpath.basename(compose.cwd or "")
 
     # -- small pieces ------------------------------------------------------
 
@@ -135,14 +138,30 @@ class Switch:
             state = pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
             routes = [caddy.render_route(self.app, r, upstreams.get(r.service, []))
                       for r in self.plan.routes]
-            content = caddy.dumps(caddy.merge(state.config, self.app, self.plan.config, routes))
-            res = ex.run(pc.write_config(content, state.sha))
+            merged = caddy.merge(state.config, self.app, self.plan.config, routes)
+            merged = tls.apply(merged, self.app, self.plan.config, self.plan.routes,
+                               self.release)
+            res = ex.run(pc.write_config(caddy.dumps(merged), state.sha))
             if res.exit_code != pc.EXIT_CONFLICT:
                 ex.run(pc.reload(sudo=self.sudo))
+                has = tls.references_files(merged, self.app)
+                if has or tls.references_files(state.config, self.app):
+                    ex.run(proxy_tls.prune(tls.host_dir(self.app), self.release if has else ""),
+                           check=False)
                 return
         raise HostError(self.session.host.name, "switch",
                         "the proxy config kept changing under this run (another deploy?)",
                         "run the command again")
+
+    def _install_tls(self) -> None:
+        """Put the release's certificates and keys where the proxy reads
+        them (before the switch: the new config names them)."""
+        files = tls.shipped(self.plan.routes, self.plan.config.acme)
+        if files and self.compose.cwd:
+            with self.session.run.step("install TLS files"):
+                self.session.ex.run(proxy_tls.install(
+                    self.compose.cwd, tls.RELEASE_DIR,
+                    f"{tls.host_dir(self.app)}/{self.release}", files))
 
     def _wait_new_healthy(self, new: dict[str, list[str]]) -> str | None:
         """The container healthcheck of the new containers, then the proxy's
@@ -235,6 +254,7 @@ class Switch:
             failure = e.message
         if failure is None:
             try:
+                self._install_tls()
                 with run.step("switch the proxy"):
                     self.apply_routes({r.service: [f"{n}:{r.port}" for n in new[r.service]]
                                        for r in self.plan.routes})

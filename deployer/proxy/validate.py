@@ -23,11 +23,6 @@ def check_services(config: ProxyConfig | None, compose_text: str, where: str) ->
     proxy is what publishes the port."""
     if config is None or not config.routes:
         return
-    for i, route in enumerate(config.routes):
-        if route.tls is not None:
-            # Not served yet: refusing beats serving a TLS route over plain HTTP.
-            raise ConfigError(f"deployer.yaml: proxy.routes[{i}].tls: TLS through the proxy "
-                              "is not implemented yet", "remove tls for now (HTTP only)")
     import yaml
 
     doc = yaml.safe_load(compose_text) or {}

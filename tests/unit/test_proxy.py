@@ -72,15 +72,6 @@ def test_merge_sets_ports_and_a_grace_period_past_the_longest_drain() -> None:
     assert caddy.dumps(out) == caddy.dumps(json.loads(caddy.dumps(out)))
 
 
-def test_tls_is_refused_until_the_proxy_serves_it() -> None:
-    tls = ProxyConfig.model_validate({"routes": [{"service": "web", "port": 1,
-                                                  "hosts": ["a.example"], "tls": "acme"}],
-                                      "acme": {"email": "ops@a.example"}})
-    with pytest.raises(ConfigError) as e:
-        check_services(tls, "services:\n  web: {image: x}\n", "x")
-    assert "routes[0].tls" in e.value.message
-
-
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="two routes"):
         ProxyConfig.model_validate({"routes": [{"service": "w", "port": 1}] * 2})
