@@ -23,11 +23,12 @@ from typing import Any
 from deployer.commands import health
 from deployer.commands import proxy as pc
 from deployer.commands.compose import Compose
+from deployer.commands.proxy_ops import same_image
 from deployer.config import Project
 from deployer.config.models import ProxyConfig, RouteConfig
 from deployer.deploy.session import HostSession
 from deployer.errors import HostError
-from deployer.proxy import caddy
+from deployer.proxy import caddy, maintenance
 
 WRITE_ATTEMPTS = 5
 
@@ -91,6 +92,9 @@ class Switch:
         # The compose project (the app, or the environment's project_name):
         # its containers' label, and the owner of its routes on a shared proxy.
         self.app = compose.app
+        # The 503 page this app's routes show instead (``deployer maintenance``;
+        # None: off), read from the host at the first switch unless set.
+        self._page: tuple[str | None] | None = None
 
     # -- small pieces ------------------------------------------------------
 
@@ -113,6 +117,11 @@ class Switch:
         with run.step("read proxy state"):
             state = pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
         if state.running:
+            if state.image and not same_image(state.image, self.plan.image):
+                run.log(f"the proxy is out of date: it runs {state.image}, the configuration "
+                        f"names {self.plan.image}; a ship never upgrades it (users would see "
+                        f"a gap): `deployer proxy upgrade {self.session.project.env}` does, "
+                        "one host at a time")
             return state
         cfg = self.plan.config
         if state.running is None:
@@ -135,6 +144,7 @@ class Switch:
             state = pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
             routes = [caddy.render_route(self.app, r, upstreams.get(r.service, []))
                       for r in self.plan.routes]
+            routes = maintenance.apply(routes, self._maintenance_page())
             content = caddy.dumps(caddy.merge(state.config, self.app, self.plan.config, routes))
             res = ex.run(pc.write_config(content, state.sha))
             if res.exit_code != pc.EXIT_CONFLICT:
@@ -143,6 +153,16 @@ class Switch:
         raise HostError(self.session.host.name, "switch",
                         "the proxy config kept changing under this run (another deploy?)",
                         "run the command again")
+
+    def set_page(self, page: str | None) -> None:
+        """Switch to the maintenance ``page`` (None: to the containers),
+        whatever the host's maintenance state says."""
+        self._page = (page,)
+
+    def _maintenance_page(self) -> str | None:
+        if self._page is None:
+            self._page = (maintenance.read_page(self.session),)
+        return self._page[0]
 
     def _wait_new_healthy(self, new: dict[str, list[str]]) -> str | None:
         """The container healthcheck of the new containers, then the proxy's
