@@ -140,6 +140,7 @@ def run(project: Project, hosts: list[Host], on: bool, message: str | None,
     from deployer.audit import audited, context
     from deployer.deploy.lease import lease_seconds
     from deployer.deploy.runner import run_command
+    from deployer.deploy.session import HostSession
     from deployer.plan import deployer_identity, utc_timestamp
 
     if project.config.proxy is None or not project.config.proxy.routes:
@@ -206,7 +207,7 @@ def _host(project: Project, session: HostSession, on: bool, message: str, who: s
             upstreams: dict[str, list[str]] = {}
             with run.step("list the running containers"):
                 for r in plan.routes:
-                    names = switch._names(r.service, "list the running containers")
+                    names = switch._names(r.service)
                     if not names:
                         return run.report("failed", release=st.current, error=(
                             f"{r.service}: no running container to route to, so maintenance "

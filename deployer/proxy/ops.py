@@ -187,12 +187,13 @@ def read_status(session: HostSession, configured: str | None = None) -> ProxySta
     stats: dict[str, ops.UpstreamStats] | None = None
     failed: set[str] | None = None
     if state.running:
-        res = ex.run(ops.upstreams(sudo=sudo))
+        res = ex.run(ops.upstreams(sudo=sudo), check=False)
         stats = ops.parse_upstreams(res.stdout) if res.exit_code == 0 else {}
         urls = health_urls(state.config, app)
         failed = set()
         if urls:
-            probe = ex.run(pc.probe_http(urls, 3, sudo=sudo), timeout=60 + 5 * len(urls))
+            probe = ex.run(pc.probe_http(urls, 3, sudo=sudo), timeout=60 + 5 * len(urls),
+                           check=False)
             failed = set(pc.probe_failures(probe.exit_code, probe.stdout))
     routes, others = route_statuses(state.config, app, stats, failed)
     res = ex.run(ops.read_maintenance(session.dir))

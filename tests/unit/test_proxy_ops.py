@@ -159,3 +159,134 @@ def test_route_changes_against_the_hosts_config() -> None:
     (c,) = route_changes(host, paged, "shop")
     assert c["what"] == "serves the app -> the maintenance page"
     assert [c["status"] for c in route_changes(host, None, "shop")] == ["removed"]
+
+
+def test_plan_diff_runs_ships_steps_against_the_hosts_proxy(make_project: MakeProject) -> None:
+    """The proxy part of ``plan --diff`` comes from ship's own steps, answered
+    with what the host's proxy said: no start when it runs, and the config
+    ship would load compared with the host's."""
+    from conftest import ENV
+
+    from deployer.deploy import api
+    from deployer.deploy.dryrun import plan_settings
+    from deployer.proxy.plan_diff import host_proxy_diff
+    from deployer.remote.recording import ScriptedExecutor
+
+    root = make_project({"deployer.yaml": BASIC_PROJECT + "proxy:\n  routes:\n"
+                                                          "    - {service: web, port: 8000}\n"})
+    plan = api.render(api.Target(root, "prod", "web-1", environ=ENV))
+    (hp,) = plan.hosts
+    p = plan.project
+    settings = plan_settings(p, "me", "now")
+    # A host whose proxy runs with another app's route and an older web route of ours.
+    other = caddy.render_route("blog", ROUTES.routes[0], ["blog-web-1:8000"])
+    old = caddy.render_route("shop", ROUTES.routes[0], ["shop-web-1:8000"])
+    host_cfg = caddy.merge(None, "shop", ROUTES, [other, old])
+    look = (f"proxy true reg/caddy@sha256:{'a' * 64}\nsha abc\n{json.dumps(host_cfg)}\n"
+            "@@deployer-maintenance\n")
+    ex = ScriptedExecutor("web-1", lambda c: (0, look if "read-only" in c.description else ""))
+    d = host_proxy_diff(ex, p, hp, settings)
+    assert d is not None and d.container == "running" and not d.maintenance
+    assert "start the proxy" not in d.steps and "pull the proxy image" not in d.steps
+    assert "switch the proxy" in d.steps
+    (web,) = d.routes  # blog's route is not ours to list
+    assert web["id"] == "deployer:shop:web" and web["status"] == "changed"
+    assert "health check" in web["what"]  # /up on the host, / in the project
+    # Maintenance on there: ship's switch keeps the page (it reads the state too).
+    on = look + maintenance.Maintenance("later").dumps()
+    ex = ScriptedExecutor("web-1", lambda c: (0, on if "read-only" in c.description else ""))
+    d = host_proxy_diff(ex, p, hp, settings)
+    assert d is not None and d.maintenance
+    assert "the maintenance page" in d.routes[0]["what"]
+    # No proxy yet: ship pulls and starts it, and every route is added.
+    ex = ScriptedExecutor("web-1", lambda c: (0, "proxy absent\nsha none\n@@deployer-maintenance\n"
+                                              if "read-only" in c.description else ""))
+    d = host_proxy_diff(ex, p, hp, settings)
+    assert d is not None and d.container == "absent"
+    assert {"pull the proxy image", "start the proxy"} <= set(d.steps)
+    assert [r["status"] for r in d.routes] == ["added"]
+
+
+def _scripted_host(make_project: MakeProject, containers: bool) -> tuple[object, list[object],
+                                                                          object]:
+    """A proxied project and a scripted host running release r1 behind a
+    proxy; the calls it was sent are noted in the returned list."""
+    from conftest import ENV
+
+    from deployer.commands.facts import MARKER
+    from deployer.commands.release import MANIFEST_MARKER, STATE_MARKER
+    from deployer.config import load_project
+    from deployer.deploy.dryrun import PLAN_FACTS, healthy_rows
+    from deployer.deploy.runner import RunOptions
+    from deployer.remote.recording import ScriptedExecutor
+
+    root = make_project({"deployer.yaml": BASIC_PROJECT + "proxy:\n  routes:\n"
+                                                          "    - {service: web, port: 8000}\n"})
+    project = load_project(root, "prod", ENV)
+    assert project.config.proxy is not None
+    manifest = {"services": ["web"], "images": {},
+                "proxy": project.config.proxy.model_dump(mode="json")}
+    host_cfg = caddy.merge(None, "shop", project.config.proxy, [caddy.render_route(
+        "shop", project.config.proxy.routes[0], ["shop-web-1:8000"])])
+    answers = {
+        "read current release": f"{STATE_MARKER}\nexists=1\nwritable=1\ncurrent=r1\n"
+                                f"{MANIFEST_MARKER}\n{json.dumps(manifest)}",
+        "take the deploy lock": "current=r1\n",
+        "probe host facts": MARKER + "\n" + "".join(f"{k}={v}\n" for k, v in PLAN_FACTS.items()),
+        "read the proxy's state": f"proxy true img\nsha abc\n{json.dumps(host_cfg)}\n",
+        "check container health": healthy_rows("shop", ["web"], []) if containers else "",
+    }
+    calls: list[object] = []
+
+    def executor(host: object) -> ScriptedExecutor:
+        return ScriptedExecutor("web-1", lambda c: (0, answers.get(c.description, "")),
+                                calls=calls)
+
+    return project, calls, RunOptions(executor=executor)  # type: ignore[arg-type]
+
+
+def test_maintenance_job_records_then_loads_the_page(make_project: MakeProject) -> None:
+    import io
+
+    from deployer.remote.recording import Call
+    from deployer.report.reporters import PlainReporter
+
+    project, calls, opts = _scripted_host(make_project, containers=True)
+    hosts = project.select("web-1")  # type: ignore[attr-defined]
+    run = maintenance.run(project, hosts, True, "Back <soon>", PlainReporter(io.StringIO()),
+                          opts)  # type: ignore[arg-type]
+    assert run.ok and run.hosts[0].detail.startswith("maintenance on")  # type: ignore[union-attr]
+    sent = [c for c in calls if isinstance(c, Call) and c.command is not None]
+    names = [c.name for c in sent]
+    assert names.index("take the deploy lock") < names.index("record maintenance on") \
+        < names.index("write the proxy config") < names.index("reload the proxy")
+    written = next(c.command for c in sent if c.name == "write the proxy config")
+    (route,) = json.loads(written.stdin)["apps"]["http"]["servers"]["deployer"]["routes"]
+    assert route["handle"][0]["status_code"] == 503 and "Back &lt;soon&gt;" in \
+        route["handle"][0]["body"]
+    state = next(c.command for c in sent if c.name == "record maintenance on")
+    assert json.loads(state.stdin)["message"] == "Back <soon>"
+
+    calls.clear()
+    run = maintenance.run(project, hosts, False, None, PlainReporter(io.StringIO()), opts)  # type: ignore[arg-type]
+    assert run.ok, run.hosts
+    names = [c.name for c in calls if isinstance(c, Call)]
+    assert names.index("write the proxy config") < names.index("record maintenance off")
+    written = [c.command for c in calls if isinstance(c, Call) and c.command is not None
+               and c.name == "write the proxy config"][-1]
+    (route,) = json.loads(written.stdin)["apps"]["http"]["servers"]["deployer"]["routes"]
+    assert route["handle"][0]["upstreams"] == [{"dial": "shop-web-1:8000"}]  # the app again
+
+
+def test_maintenance_off_without_containers_changes_nothing(make_project: MakeProject) -> None:
+    import io
+
+    from deployer.remote.recording import Call
+    from deployer.report.reporters import PlainReporter
+
+    project, calls, opts = _scripted_host(make_project, containers=False)
+    run = maintenance.run(project, project.select("web-1"), False, None,  # type: ignore[attr-defined]
+                          PlainReporter(io.StringIO()), opts)  # type: ignore[arg-type]
+    assert not run.ok and "no running container" in (run.hosts[0].error or "")
+    names = [c.name for c in calls if isinstance(c, Call)]
+    assert "write the proxy config" not in names and "record maintenance off" not in names
