@@ -155,7 +155,7 @@ def route_statuses(cfg: dict[str, Any] | None, app: str,
             others += 1
             continue
         rid = str(r.get("@id"))
-        rs = RouteStatus(rid, rid.split(":", 2)[2], describe_match(r))
+        rs = RouteStatus(rid, [*rid.split(":"), "", ""][2], describe_match(r))
         rp = _handler(r, "reverse_proxy")
         if rp is None:
             rs.maintenance = _handler(r, "static_response") is not None
@@ -426,14 +426,17 @@ def upgrade(project: Project, hosts: list[Host], reporter: Reporter, opts: RunOp
         with run.step("read the proxy's networks"):
             nets = ops.parse_networks(ex.run(ops.networks(sudo=sudo)).stdout)
         run.log(f"recreating the proxy: {UPGRADE_SEES}")
-        with run.step("recreate the proxy"):
-            ex.run(ops.recreate(image, cfg.http_port, cfg.https_port, nets, sudo=sudo),
-                   timeout=300)
-        with run.step("wait for the proxy"):
-            if _wait_ready(ex, sudo):
-                return run.report("ok", detail=f"upgraded: {state.image} -> {image}")
-        run.log(f"the new proxy did not answer within {READY_TIMEOUT:.0f}s; "
-                f"going back to {state.image}")
+        try:
+            with run.step("recreate the proxy"):
+                ex.run(ops.recreate(image, cfg.http_port, cfg.https_port, nets, sudo=sudo),
+                       timeout=300)
+            with run.step("wait for the proxy"):
+                if _wait_ready(ex, sudo):
+                    return run.report("ok", detail=f"upgraded: {state.image} -> {image}")
+            failure = f"did not answer within {READY_TIMEOUT:.0f}s"
+        except HostError as e:
+            failure = e.reason
+        run.log(f"the proxy with {image} failed ({failure}); going back to {state.image}")
         try:
             with run.step("recreate the proxy with its old image"):
                 ex.run(ops.recreate(state.image, cfg.http_port, cfg.https_port, nets,
@@ -443,7 +446,7 @@ def upgrade(project: Project, hosts: list[Host], reporter: Reporter, opts: RunOp
             back, why = False, e.reason
         else:
             why = "it did not answer either"
-        error = f"the proxy with {image} did not answer within {READY_TIMEOUT:.0f}s; "
+        error = f"the proxy with {image}: {failure}; "
         error += f"back on {state.image}" if back else f"going back to {state.image} failed: {why}"
         return run.report("failed", error=error)
 
