@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -132,12 +132,18 @@ def status(ctx: typer.Context, env: str = EnvArg,
     from deployer.deploy import api
 
     state, target = _target(ctx, env, limit)
-    run, rows = api.status(target, _quiet())
+    proxies: dict[str, Any] = {}  # each route's upstreams and health (cli/proxy_cmds.py)
+    run, rows = api.status(target, _quiet(), proxies)
     if state.output == "json":
         raw(json.dumps({h: [r.__dict__ for r in rs] for h, rs in rows.items()}, indent=2))
     else:
         out(status_table(f"{run.app} / {env}", [h.host for h in run.hosts], rows,
                          {r.host: r.release for r in run.hosts}, console().width))
+        if proxies:
+            from deployer.cli.proxy_cmds import print_status
+
+            out("")
+            print_status(proxies, [h.host for h in run.hosts])
     _errors_only(run)
 
 

@@ -8,7 +8,7 @@ when every host could be inspected, 1 when one could not.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deployer.cli.output import out, raw, raw_json
 from deployer.cli.state import State
@@ -109,3 +109,20 @@ def _host(h: HostDiff) -> None:
             out(f"    container {svc}: {what}", markup=False)
     if h.docker != "ok":
         out(f"  containers: not inspected (docker {h.docker})", markup=False)
+    if h.proxy is not None:
+        _proxy(h.proxy)
+
+
+def _proxy(p: dict[str, Any]) -> None:
+    """The edge proxy's steps and this app's route changes (proxy/plan_diff.py)."""
+    image = f" {p['image']}" if p["image"] else ""
+    out(f"  proxy: {p['container']}{image}", markup=False)
+    if p["up_to_date"] is False:
+        out(f"    out of date: the release names {p['configured']}; ship leaves it "
+            "(`deployer proxy upgrade`)", markup=False)
+    if p["maintenance"]:
+        out("    maintenance on: the routes keep answering with the page", markup=False)
+    out(f"    steps: {', '.join(p['steps'])}", markup=False)
+    for r in p["routes"]:
+        what = f"  ({r['what']})" if r["what"] else ""
+        out(f"    {r['status']:<9} {r['id']}{what}", markup=False)

@@ -171,7 +171,7 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from deployer.cli import day2_cmds, deploy_cmds, images, logs_cmds
+    from deployer.cli import day2_cmds, deploy_cmds, images, logs_cmds, proxy_cmds
     from deployer.cli import sandbox as sandbox_cli
 
     app.command()(images.build)
@@ -180,7 +180,8 @@ def _register() -> None:
     logs_cmds.register(app)
     day2_cmds.register(app)
     app.add_typer(sandbox_cli.app, name="sandbox", help="Local servers and registry to try on.")
-    for typer_app in (app, sandbox_cli.app):
+    proxy_cmds.register(app)
+    for typer_app in (app, sandbox_cli.app, proxy_cmds.app):
         for info in typer_app.registered_commands:
             if info.callback is not None:
                 info.callback = with_global_options(info.callback)

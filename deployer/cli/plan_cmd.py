@@ -27,6 +27,8 @@ _STEP_NOTES = {
     "check free space": "release files + images not on the host + min_free {min_free}",
     "prune images": "removes the app's images and stopped containers no kept release uses",
     "audit log": "one JSON line appended to <deploy_dir>/audit.log",
+    "switch the proxy": "one graceful config load of this app's routes (the maintenance "
+                        "page instead while `deployer maintenance` is on)",
 }
 
 

@@ -60,7 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DryRun", "RunOptions", "Stamp", "Target", "audit", "bootstrap", "exec_in", "image_stage",
-    "load", "lock", "logs", "new_stamp", "plan", "policy_for", "prune", "releases", "render",
+    "load", "lock", "logs", "maintenance", "new_stamp", "plan", "policy_for", "proxy_logs",
+    "proxy_restart", "proxy_status", "proxy_upgrade", "prune", "releases", "render",
     "rollback", "ship", "ship_hosts", "ssh_executor", "status", "unlock",
 ]
 
@@ -346,10 +347,11 @@ def releases(target: Target, reporter: Reporter
     return _finished(reporter, run), found
 
 
-def status(target: Target, reporter: Reporter
+def status(target: Target, reporter: Reporter, proxies: dict[str, Any] | None = None,
            ) -> tuple[RunReport, dict[str, list[health.ContainerRow]]]:
+    """``proxies``: filled with each host's proxy and routes (deploy/day2.py)."""
     project, hosts, opts = load(target, all_at_once=True)
-    run, rows = day2.status(project, hosts, reporter, opts)
+    run, rows = day2.status(project, hosts, reporter, opts, proxies)
     return _finished(reporter, run), rows
 
 
@@ -409,3 +411,59 @@ def prune(target: Target, reporter: Reporter) -> RunReport:
     job = audited("prune", audit_context(project),
                   prune_job(project, stamp.who, stamp.when, f"prune-{stamp.when}"))
     return _finished(reporter, _run_command("prune", project, hosts, job, reporter, opts))
+
+
+# -- the edge proxy (deployer/proxy/) ------------------------------------------
+
+
+def maintenance(target: Target, reporter: Reporter, on: bool,
+                message: str | None = None) -> RunReport:
+    """``deployer maintenance ENV on|off``: every targeted host at once."""
+    from deployer.proxy import maintenance as m
+
+    project, hosts, opts = load(target, all_at_once=True)
+    return _finished(reporter, m.run(project, hosts, on, message, reporter, opts))
+
+
+def proxy_status(target: Target, reporter: Reporter
+                 ) -> tuple[RunReport, dict[str, Any]]:
+    """``deployer proxy status``: ``{host: ProxyStatus}`` (deployer/proxy/ops.py)."""
+    from deployer.proxy import ops
+
+    project, hosts, opts = load(target, all_at_once=True)
+    run, found = ops.status(project, hosts, reporter, opts)
+    return _finished(reporter, run), dict(found)
+
+
+def proxy_logs(target: Target, reporter: Reporter, on_line: day2.HostLine, *,
+               tail: int = 100, follow: bool = False,
+               on_hosts: Callable[[list[str]], None] | None = None) -> RunReport:
+    from deployer.proxy import ops
+
+    project, hosts, opts = load(target, all_at_once=True)
+    if on_hosts is not None:
+        on_hosts([h.name for h in hosts])
+    with interruptible(opts.cancel):
+        return ops.logs(project, hosts, tail, follow, on_line, reporter, opts)
+
+
+def proxy_restart(target: Target, reporter: Reporter) -> RunReport:
+    """One host at a time, stopping at the first failure."""
+    from deployer.proxy import ops
+
+    project, hosts, opts = load(target)
+    return _finished(reporter, ops.restart(project, hosts, reporter, opts))
+
+
+def proxy_upgrade(target: Target, reporter: Reporter, *, tag: str | None = None,
+                  on_image: Callable[[str], None] | None = None) -> RunReport:
+    """Pull (or mirror and push) the configured proxy image, then recreate the
+    proxy with it, one host at a time. ``on_image``: told the reference first."""
+    from deployer.proxy import ops
+
+    project, hosts, opts = load(target)
+    ops.needs_proxy(project)
+    image = ops.resolve_image(project, _tag(project, tag))
+    if on_image is not None:
+        on_image(image)
+    return _finished(reporter, ops.upgrade(project, hosts, reporter, opts, image))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from deployer.audit import audited, context
 from deployer.commands import health, release
@@ -149,7 +150,10 @@ def _roll_back(session: HostSession, current: str | None, target: str,
 
 
 def status(project: Project, hosts: list[Host], reporter: Reporter,
-           opts: RunOptions) -> tuple[RunReport, dict[str, list[health.ContainerRow]]]:
+           opts: RunOptions, proxies: dict[str, Any] | None = None,
+           ) -> tuple[RunReport, dict[str, list[health.ContainerRow]]]:
+    """``proxies``: filled with each host's edge proxy and the app's routes
+    (:class:`deployer.proxy.ops.ProxyStatus`) when the project has routes."""
     if project.inventory.target == "swarm":
         from deployer.swarm.ship import status_stack
 
@@ -164,6 +168,11 @@ def status(project: Project, hosts: list[Host], reporter: Reporter,
                          check=False)
             rows[host.name] = health.parse_containers(res.stdout)
             st = session.read_state()
+        if proxies is not None and project.config.proxy and project.config.proxy.routes:
+            from deployer.proxy.ops import current_image, read_status
+
+            with run.step("proxy status"):
+                proxies[host.name] = read_status(session, current_image(session)[1])
         return run.report("ok", release=st.current, detail=f"{len(rows[host.name])} containers")
 
     return run_command("status", project, hosts, job, reporter, opts), rows

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import posixpath
 import re
 from collections.abc import Mapping
@@ -101,6 +102,9 @@ class HostDiff:
     # The fingerprint equals the current release's: ``ship`` leaves this
     # host alone, drift included.
     same_fingerprint: bool = False
+    #: The edge proxy's steps and route changes (deployer/proxy/plan_diff.py);
+    #: None: the host runs no proxied service.
+    proxy: dict[str, Any] | None = None
 
     def data(self) -> dict[str, Any]:
         """The JSON shape (``plan --diff -o json``)."""
@@ -130,6 +134,7 @@ class HostDiff:
                                for s, p in sorted(self.drift_containers.items())],
             },
             "docker": self.docker,
+            **({"proxy": self.proxy} if self.proxy is not None else {}),
         }
 
 
@@ -674,6 +679,7 @@ def plan_diff(
     inspected gets ``error`` set; the others are still compared."""
     sentinels = sentinel_files(project, plan)
     found: dict[str, HostDiff] = {}
+    proxy_steps = _proxy_steps(project, plan)
 
     by_host = {hp.host.name: hp for hp in plan.hosts}
 
@@ -685,7 +691,10 @@ def plan_diff(
                 ins = parse_inspection(res.stdout)
             except ValueError as e:
                 raise HostError(hp.host.name, "inspect", str(e)) from None
-        found[hp.host.name] = host_diff(project, hp, ins, sentinels.get(hp.host.name))
+        found[hp.host.name] = d = host_diff(project, hp, ins, sentinels.get(hp.host.name))
+        if hp.proxy is not None and not d.same_fingerprint:
+            with run.step("inspect the proxy"):
+                d.proxy = proxy_steps(ex, hp)
         return run.report("ok", release=ins.current)
 
     reports = run_over_hosts([hp.host for hp in plan.hosts], job, reporter, opts)
@@ -702,3 +711,21 @@ def plan_diff(
         hosts.append(d)
     return DiffReport(project.app, project.env, plan.release, plan.tag, dict(plan.images),
                       list(unpinned or []), hosts)
+
+
+def _proxy_steps(project: Project, plan: Plan) -> Any:
+    """``(executor, host plan) -> the proxy's part of the diff`` (data, masked)."""
+    from deployer.audit import context
+    from deployer.deploy.dryrun import plan_settings
+    from deployer.plan import deployer_identity, utc_timestamp
+    from deployer.proxy.plan_diff import host_proxy_diff
+    from deployer.secrets import dumps_masked
+
+    settings = plan_settings(project, deployer_identity(), utc_timestamp())
+    audit = context(project)
+
+    def read(ex: Executor, hp: HostPlan) -> dict[str, Any] | None:
+        d = host_proxy_diff(ex, project, hp, settings, audit)
+        return None if d is None else dict(json.loads(dumps_masked(d.data())))
+
+    return read

@@ -108,11 +108,15 @@ class ScriptedAnswer:
 
 
 def dry_run_host(project: Project, hp: HostPlan, settings: ShipSettings,
-                 audit: AuditContext | None = None) -> HostDryRun:
+                 audit: AuditContext | None = None,
+                 answers: dict[str, str] | None = None) -> HostDryRun:
     """Ship ``hp`` to the assumed host; the steps and commands it ran.
-    ``audit``: the run's (default: made for this host)."""
+    ``audit``: the run's (default: made for this host). ``answers``: more
+    outputs by command description (``plan --diff``: what the host said)."""
     events: list[object] = []
-    ex = ScriptedExecutor(hp.host.name, ScriptedAnswer(project, hp), calls=events)
+    script = ScriptedAnswer(project, hp)
+    script.by_description.update(answers or {})
+    ex = ScriptedExecutor(hp.host.name, script, calls=events)
     run = HostRun(hp.host.name, _StepLog(events))
     ship = HostShip(project, hp, ex, run, settings)
     # ship's audit line too, so plan lists every command ship sends

@@ -24,11 +24,12 @@ from typing import Any
 from deployer.commands import health, proxy_tls
 from deployer.commands import proxy as pc
 from deployer.commands.compose import Compose
+from deployer.commands.proxy_ops import same_image
 from deployer.config import Project
 from deployer.config.models import ProxyConfig, RouteConfig
 from deployer.deploy.session import HostSession
 from deployer.errors import HostError
-from deployer.proxy import caddy, tls
+from deployer.proxy import caddy, maintenance, tls
 
 WRITE_ATTEMPTS = 5
 
@@ -94,6 +95,9 @@ class Switch:
         self.app = compose.app
         # The release being switched to (its directory holds its TLS files).
         self.release = posixpath.basename(compose.cwd or "")
+        # The 503 page this app's routes show instead (``deployer maintenance``;
+        # None: off), read from the host at the first switch unless set.
+        self._page: tuple[str | None] | None = None
 
     # -- small pieces ------------------------------------------------------
 
@@ -116,6 +120,11 @@ class Switch:
         with run.step("read proxy state"):
             state = pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
         if state.running:
+            if state.image and not same_image(state.image, self.plan.image):
+                run.log(f"the proxy is out of date: it runs {state.image}, the configuration "
+                        f"names {self.plan.image}; a ship never upgrades it (users would see "
+                        f"a gap): `deployer proxy upgrade {self.session.project.env}` does, "
+                        "one host at a time")
             return state
         cfg = self.plan.config
         if state.running is None:
@@ -138,6 +147,7 @@ class Switch:
             state = pc.parse_state(ex.run(pc.read_state(sudo=self.sudo)).stdout)
             routes = [caddy.render_route(self.app, r, upstreams.get(r.service, []))
                       for r in self.plan.routes]
+            routes = maintenance.apply(routes, self._maintenance_page())
             merged = caddy.merge(state.config, self.app, self.plan.config, routes)
             merged = tls.apply(merged, self.app, self.plan.config, self.plan.routes,
                                self.release)
@@ -162,6 +172,16 @@ class Switch:
                 self.session.ex.run(proxy_tls.install(
                     self.compose.cwd, tls.RELEASE_DIR,
                     f"{tls.host_dir(self.app)}/{self.release}", files))
+
+    def set_page(self, page: str | None) -> None:
+        """Switch to the maintenance ``page`` (None: to the containers),
+        whatever the host's maintenance state says."""
+        self._page = (page,)
+
+    def _maintenance_page(self) -> str | None:
+        if self._page is None:
+            self._page = (maintenance.read_page(self.session),)
+        return self._page[0]
 
     def _wait_new_healthy(self, new: dict[str, list[str]]) -> str | None:
         """The container healthcheck of the new containers, then the proxy's

@@ -277,3 +277,23 @@ def test_plan_ships_the_files_and_never_prints_the_key(make_project: MakeProject
     p = deployer("-C", str(root), "check", "prod")
     assert p.returncode == 2 and "is not the key of" in p.stderr, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_status_and_plan_diff_see_tls_routes_but_not_their_redirects() -> None:
+    from deployer.commands.proxy_ops import config_routes
+
+    out = render(None, "shop", proxy(web(), {"service": "api", "port": 9000}))
+    assert sorted(r["@id"] for r in config_routes(out)) == [
+        "deployer:shop:api", "deployer:shop:web"]
+
+
+def test_maintenance_page_reaches_a_tls_route_on_https() -> None:
+    from deployer.proxy import maintenance
+
+    p = proxy(web())
+    routes = [caddy.render_route("shop", r, ["shop-web-1:8000"]) for r in p.routes]
+    paged = maintenance.apply(routes, "<p>back soon</p>")
+    out = tls.apply(caddy.merge(None, "shop", p, paged), "shop", p, p.routes, "r1")
+    secure = servers(out)[tls.TLS_SERVER]["routes"]
+    assert [r["@id"] for r in secure] == ["deployer:shop:web"]
+    assert "back soon" in json.dumps(secure[0]) and "upstreams" not in json.dumps(secure[0])
