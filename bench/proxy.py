@@ -30,7 +30,8 @@ release, ``hey`` (Debian's ``hey``) against the proxy (port 80) and directly
 against the plain environment's container (its published port 8000), the
 same image and app, alternating, ``--rounds`` rounds of ``--seconds`` each,
 4 connections, keep-alive off (every request a new connection on both paths,
-as the load client does).
+as the load client does), once as fast as they go (``max``) and once paced
+at 25 requests/s per connection (``paced``: below saturation).
 
 The sandbox is brought up in bench/results/tmp/proxy and removed at the end
 (``--keep`` leaves it). Results: bench/results/proxy.json and proxy.md, with
@@ -275,8 +276,15 @@ def deploy_under_load(address: str, mode: str, version: str, settle: float,
     return row
 
 
+#: hey's load kinds: as fast as 4 connections go (throughput, latency under
+#: saturation), and paced at PACED_QPS per connection (latency well below it).
+PACED_QPS = 25
+LOAD_KINDS = {"max": [], "paced": ["-q", str(PACED_QPS)]}
+
+
 def overhead(address: str, seconds: int, rounds: int) -> dict[str, Any]:
-    """hey against the proxy and directly against the container, alternating."""
+    """hey against the proxy and directly against the container, alternating,
+    for each kind of load."""
     hey = shutil.which("hey")
     if hey is None:
         raise SystemExit("hey not found: apt install hey (see bench/README.md)")
@@ -284,30 +292,35 @@ def overhead(address: str, seconds: int, rounds: int) -> dict[str, Any]:
                "direct": f"http://{address}:{MODES['compose-up'][1]}/"}
     runs: list[dict[str, Any]] = []
     for r in range(rounds):
-        order = list(targets) if r % 2 == 0 else list(reversed(targets))
-        for name in order:
-            load_avg = uptime()
-            p = subprocess.run([hey, "-z", f"{seconds}s", "-c", "4", "-disable-keepalive",
-                                targets[name]], capture_output=True, text=True,
-                               timeout=seconds + 60)
-            res = {"path": name, "round": r + 1, "uptime": load_avg, **parse_hey(p.stdout)}
-            log(f"hey {name}: {fmt(res['rps'], '.0f')} req/s, p50 {fmt(res['p50_ms'])} ms, "
-                f"p99 {fmt(res['p99_ms'])} ms, errors {res['errors']}, non-200 "
-                f"{res['non_200']}")
-            runs.append(res)
+        for kind, extra in LOAD_KINDS.items():
+            order = list(targets) if r % 2 == 0 else list(reversed(targets))
+            for name in order:
+                load_avg = uptime()
+                p = subprocess.run([hey, "-z", f"{seconds}s", "-c", "4", *extra,
+                                    "-disable-keepalive", targets[name]],
+                                   capture_output=True, text=True, timeout=seconds + 60)
+                res = {"path": name, "kind": kind, "round": r + 1, "uptime": load_avg,
+                       **parse_hey(p.stdout)}
+                log(f"hey {kind} {name}: {fmt(res['rps'], '.0f')} req/s, p50 "
+                    f"{fmt(res['p50_ms'])} ms, p99 {fmt(res['p99_ms'])} ms, errors "
+                    f"{res['errors']}, non-200 {res['non_200']}")
+                runs.append(res)
 
-    def median(path: str, key: str) -> float | None:
-        xs = [x[key] for x in runs if x["path"] == path and x[key] is not None]
+    def median(kind: str, path: str, key: str) -> float | None:
+        xs = [x[key] for x in runs if (x["kind"], x["path"]) == (kind, path)
+              and x[key] is not None]
         return statistics.median(xs) if xs else None
 
-    summary = {path: {k: median(path, k) for k in ("rps", "p50_ms", "p99_ms")} |
-               {"errors": sum(x["errors"] + x["non_200"] for x in runs if x["path"] == path)}
-               for path in targets}
+    summary = {kind: {path: {k: median(kind, path, k) for k in ("rps", "p50_ms", "p99_ms")}
+                      | {"errors": sum(x["errors"] + x["non_200"] for x in runs
+                                       if (x["kind"], x["path"]) == (kind, path))}
+                      for path in targets} for kind in LOAD_KINDS}
     hey_version = "hey (Debian " + (subprocess.run(
         ["dpkg-query", "-W", "-f", "${Version}", "hey"], capture_output=True, text=True
     ).stdout or "?") + ")"
     return {"tool": hey_version, "seconds": seconds, "rounds": rounds, "connections": 4,
-            "keepalive": False, "runs": runs, "summary": summary}
+            "paced_qps_per_connection": PACED_QPS, "keepalive": False, "runs": runs,
+            "summary": summary}
 
 
 # --------------------------------------------------------------------------
@@ -354,30 +367,35 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{r['uptime'].split('load average:')[-1].strip()} |")
     o = data.get("overhead")
     if o:
-        s = o["summary"]
         lines += [
             "", "## The proxy's latency overhead", "",
             f"{o['tool']}, {o['connections']} connections, keep-alive off, {o['rounds']} "
-            f"round(s) of {o['seconds']} s per path, alternating; medians over rounds. "
-            "`proxy`: the Caddy edge proxy on port 80 in front of the proxied environment's "
-            "container; `direct`: the plain environment's container (same image and "
-            "release content) on its published port 8000, same host.",
+            f"round(s) of {o['seconds']} s per path and load, alternating; medians over "
+            "rounds. `proxy`: the Caddy edge proxy on port 80 in front of the proxied "
+            "environment's container; `direct`: the plain environment's container (same "
+            "image and release content) on its published port 8000, same host. Load `max`: "
+            "as fast as the connections go; `paced`: "
+            f"{o['paced_qps_per_connection']} requests/s per connection "
+            f"({o['paced_qps_per_connection'] * o['connections']}/s in all).",
             "",
-            "| path | requests/s | p50 (ms) | p99 (ms) | errors + non-200 |",
-            "|---|---:|---:|---:|---:|",
+            "| load | path | requests/s | p50 (ms) | p99 (ms) | errors + non-200 |",
+            "|---|---|---:|---:|---:|---:|",
         ]
-        for path in ("direct", "proxy"):
-            x = s[path]
-            lines.append(f"| {path} | {fmt(x['rps'], '.0f')} | {fmt(x['p50_ms'])} | "
-                         f"{fmt(x['p99_ms'])} | {x['errors']} |")
-        d, p = s["direct"], s["proxy"]
-        diffs = [f"{k} {p[k] - d[k]:+.1f} ms" for k in ("p50_ms", "p99_ms")
-                 if p[k] is not None and d[k] is not None]
-        if diffs:
-            lines += ["", "Overhead of the proxy hop (proxy minus direct): "
-                      + ", ".join(d.replace("_ms", "") for d in diffs) + "."]
+        for kind, by_path in o["summary"].items():
+            for path in ("direct", "proxy"):
+                x = by_path[path]
+                lines.append(f"| {kind} | {path} | {fmt(x['rps'], '.0f')} | "
+                             f"{fmt(x['p50_ms'])} | {fmt(x['p99_ms'])} | {x['errors']} |")
+        lines.append("")
+        for kind, by_path in o["summary"].items():
+            d, p = by_path["direct"], by_path["proxy"]
+            diffs = [f"{k.replace('_ms', '')} {p[k] - d[k]:+.1f} ms" for k in ("p50_ms", "p99_ms")
+                     if p[k] is not None and d[k] is not None]
+            if diffs:
+                lines.append(f"- Overhead of the proxy hop, `{kind}` load (proxy minus "
+                             f"direct): {', '.join(diffs)}.")
         lines += ["", "Per round: " + "; ".join(
-            f"{x['path']} {fmt(x['rps'], '.0f')} req/s p50 {fmt(x['p50_ms'])} ms "
+            f"{x['kind']} {x['path']} {fmt(x['rps'], '.0f')} req/s p50 {fmt(x['p50_ms'])} ms "
             f"(load {x['uptime'].split('load average:')[-1].strip()})" for x in o["runs"])]
     return "\n".join(lines) + "\n"
 
