@@ -848,6 +848,11 @@ def main() -> None:
     ap.add_argument("--bastion", type=int, default=None,
                     help="with --scale: hosts in the bastion case (default 100, or the "
                     "largest N below it; 0: skip)")
+    ap.add_argument("--proxy", action="store_true",
+                    help="instead: a changed deploy behind the edge proxy against plain "
+                    "compose up under load, and the proxy's latency overhead with hey "
+                    "(bench/proxy.py, issue 16; --repeat deploys per mode, default 2; its "
+                    "sandbox is removed at the end; results in proxy.md)")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite results.md and plot.png from results.json")
     a = ap.parse_args()
@@ -868,6 +873,14 @@ def main() -> None:
         bastion = a.bastion if a.bastion is not None else min(100, max(scale_ns))
         scale.main(scale_ns, [t for t in a.scale_tools.split(",") if t], a.out,
                    bastion or None, a.down, a.ansible_max)
+        return
+    if a.proxy:
+        sys.path.insert(0, str(BENCH))
+        import proxy
+
+        repeat = 2 if a.repeat == ap.get_default("repeat") else a.repeat
+        proxy.main(repeat=repeat, base_image=a.base_image, out=a.out,
+                   command="python3 " + " ".join(["bench/run.py", *sys.argv[1:]]))
         return
     if a.copy_tree:
         sys.path.insert(0, str(BENCH))

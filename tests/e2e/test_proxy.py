@@ -17,131 +17,27 @@ moment of the switch), with 0 failed requests:
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from e2e.load import Answer, Load, request
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).parent / "apps" / "proxyapp"
 BASE_IMAGE = os.environ.get("DEPLOYER_SANDBOX_BASE_IMAGE", "debian:bookworm")
-PORT = 80
-CLIENTS = 4  # per host: two in /slow (2 s each), two in / back to back
-MAX_LOAD_SECONDS = 300  # the load stops by itself at the latest after this
 MARK = "\n# test overrides\n"
 WEB_ROUTE = {"service": "web", "port": 8000, "drain_timeout": 10,
              "health": {"path": "/healthz", "interval": 1, "timeout": 3}}
-
-
-@dataclass
-class Answer:
-    path: str
-    start: float
-    end: float
-    status: int = 0
-    version: str = ""
-    served_by: str = ""
-    role: str = ""
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200 and not self.error
-
-
-def request(address: str, path: str, timeout: float = 15) -> Answer:
-    a = Answer(path, time.monotonic(), 0.0)
-    conn = http.client.HTTPConnection(address, PORT, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        r = conn.getresponse()
-        body = r.read()
-        a.status = r.status
-        if r.status == 200:
-            data = json.loads(body)
-            a.version, a.served_by, a.role = data["version"], data["served_by"], data["role"]
-        else:
-            a.error = f"HTTP {r.status}: {body[:200]!r}"
-    except Exception as e:  # a failed request is what this test counts
-        a.error = f"{type(e).__name__}: {e}"
-    finally:
-        conn.close()
-        a.end = time.monotonic()
-    return a
-
-
-class Load:
-    """``CLIENTS`` concurrent clients per address, from ``__enter__`` until
-    ``__exit__`` (or ``MAX_LOAD_SECONDS``, whichever comes first)."""
-
-    def __init__(self, addresses: list[str]) -> None:
-        self.addresses = addresses
-        self.answers: list[Answer] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def _client(self, address: str, path: str) -> None:
-        deadline = time.monotonic() + MAX_LOAD_SECONDS
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            a = request(address, path)
-            with self._lock:
-                self.answers.append(a)
-            if path == "/" or not a.ok:
-                time.sleep(0.02)
-
-    def __enter__(self) -> Load:
-        for address in self.addresses:
-            for i in range(CLIENTS):
-                t = threading.Thread(target=self._client,
-                                     args=(address, "/slow" if i < 2 else "/"), daemon=True)
-                t.start()
-                self._threads.append(t)
-        time.sleep(2.5)  # every client has answers before the operation starts
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        time.sleep(2.5)  # and after it ended
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-        assert not any(t.is_alive() for t in self._threads), "a load client hangs"
-
-    # -- what the clients saw ------------------------------------------------
-
-    def failed(self) -> list[Answer]:
-        return [a for a in self.answers if not a.ok]
-
-    def versions(self) -> set[str]:
-        return {a.version for a in self.answers if a.ok}
-
-    def assert_clean(self) -> None:
-        bad = self.failed()
-        assert not bad, f"{len(bad)} of {len(self.answers)} requests failed: {bad[:5]}"
-        slow = [a for a in self.answers if a.path == "/slow"]
-        assert len(slow) >= 4 and len(self.answers) >= 20, "the load did not run"
-
-    def assert_switched_in_flight(self, old: str, new: str) -> None:
-        """A 2-second request answered by ``old`` ended after one answered by
-        ``new`` had started: it was in flight at the switch, and finished."""
-        first_new = min(a.start for a in self.answers if a.ok and a.version == new)
-        crossing = [a for a in self.answers if a.ok and a.path == "/slow"
-                    and a.version == old and a.end > first_new]
-        assert crossing, "no 2-second request was in flight across the switch"
-        assert all(a.version == new for a in self.answers if a.start > max(
-            a.end for a in crossing)), "the old release answered after the drain"
 
 
 class App:
