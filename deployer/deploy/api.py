@@ -385,8 +385,13 @@ def logs(target: Target, reporter: Reporter, on_line: day2.HostLine, *,
 
 def exec_in(target: Target, reporter: Reporter, on_line: day2.HostLine, service: str,
             argv: list[str], *, interactive: bool = False) -> tuple[Host, day2.ExecResult]:
-    """On the first host ``--limit`` selects."""
+    """On the first host ``--limit`` selects (target: swarm: on a node
+    where a task of the service runs, see :mod:`deployer.swarm.day2`)."""
     project, hosts, opts = load(target, all_at_once=True)
+    if project.inventory.target == "swarm":  # on the node where a task runs
+        from deployer.swarm.day2 import exec_stack
+
+        return exec_stack(project, hosts, service, argv, interactive, on_line, reporter, opts)
     host = hosts[0]
     return host, day2.exec_in(project, host, service, argv, interactive, on_line, reporter,
                               opts)
