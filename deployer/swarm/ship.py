@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from deployer.commands import health, registry, release
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import lease_seconds
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.deploy.ship import ShipSettings, check_cancel, record_failed, upload_release
@@ -192,7 +193,8 @@ class SwarmShip:
         self.session.ensure_writable(state)
         check_cancel(self.s, hp.host.name, "lock")
         try:
-            with self.session.locked(self.s.who, self.s.when, hp.release) as now:
+            with self.session.locked(self.s.who, self.s.when, hp.release,
+                                     self.s.lease) as now:
                 if now != state.current:
                     with run.step("read current release"):
                         state = self.session.read_state()
@@ -356,7 +358,7 @@ def ship_stack(project: Project, hosts: list[Host], reporter: Callable[[], Repor
     settings = ShipSettings(who=stamp.who, when=stamp.when,
                             health_timeout=project.config.health_timeout,
                             keep_releases=project.config.keep_releases, cancel=opts.cancel,
-                            hosts=tuple(h.name for h in topo.nodes))
+                            hosts=tuple(h.name for h in topo.nodes), lease=lease_seconds())
     rep = reporter()
     hook("pre_deploy")
 
@@ -387,7 +389,7 @@ def rollback_stack(project: Project, hosts: list[Host], to: str | None, reporter
     topo = whole_cluster(project, hosts, "rollback")
     settings = ShipSettings(deployer_identity(), utc_timestamp(),
                             project.config.health_timeout, project.config.keep_releases,
-                            cancel=opts.cancel)
+                            cancel=opts.cancel, lease=lease_seconds())
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)
@@ -407,7 +409,8 @@ def rollback_stack(project: Project, hosts: list[Host], to: str | None, reporter
             return run.report("unchanged", release=target, detail="already current")
         check_cancel(settings, host.name, "lock")
         try:
-            with session.locked(settings.who, settings.when, f"rollback-{target}"):
+            with session.locked(settings.who, settings.when, f"rollback-{target}",
+                                settings.lease):
                 return _roll_back(project, session, st, rel.current, target)
         except LockHeld as e:
             return run.report("failed", release=rel.current, error=e.reason)
