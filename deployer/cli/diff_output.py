@@ -33,10 +33,22 @@ def run_plan_diff(state: State, env: str, limit: str | None, tag: str | None) ->
     if tag is not None and not is_valid_tag(tag):
         raise ConfigError(f"--tag {tag!r} is not a valid image tag",
                           "letters, digits, '_', '.', '-'; at most 128")
-    plan, unpinned = diff_plan(project, hosts, tag or project_tag(project.root))
     # Every host is read (a failure stops nothing), at most max_parallel at once.
     policy = RolloutPolicy(batches=["100%"], max_parallel=project.inventory.rollout.max_parallel,
                     max_fail_percentage=100.0)
+    if project.inventory.target == "swarm":  # the stack, read on the first manager
+        from deployer.cli.swarm_diff import print_stack_diff
+        from deployer.swarm.diff import stack_diff
+        from deployer.swarm.topology import check
+
+        check(project)
+        d = stack_diff(project, hosts, tag or project_tag(project.root),
+                       PlainReporter(io.StringIO()), RunOptions(policy=policy))
+        print_stack_diff(d, state.output == "json")
+        if not d.ok:
+            raise typer.Exit(EXIT_DEPLOY)
+        return
+    plan, unpinned = diff_plan(project, hosts, tag or project_tag(project.root))
     report = plan_diff(project, plan, PlainReporter(io.StringIO()), RunOptions(policy=policy),
                        unpinned=unpinned)
     if state.output == "json":

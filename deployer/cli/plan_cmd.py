@@ -93,6 +93,8 @@ def plan_data(dry: DryRun) -> dict[str, Any]:
                   for n, a in configured(p)],
         "hosts": [],
     }
+    if dry.stack is not None:  # target: swarm
+        out["stack"] = dry.stack
     for hp in plan.hosts:
         facts = {"fingerprint": hp.public_fingerprint[:12],
                  "timeout": f"{p.config.health_timeout:.0f}",
@@ -181,5 +183,19 @@ def run_plan(state: State, env: str, limit: str | None, tag: str | None, files: 
             out(f"  {i}. {s['step']}{note}", markup=False)
             for c in s["commands"]:
                 out(f"       $ {c}", markup=False)
+    if "stack" in data:
+        _stack(data["stack"])
     for path in data.get("out", []):
         out(f"wrote {path}/ (the release folder as it would be uploaded)", markup=False)
+
+
+def _stack(stack: dict[str, Any]) -> None:
+    """target: swarm: the stack's services, configs and secrets."""
+    out("")
+    out(f"stack: services {', '.join(stack['services'])}"
+        + (f"; one-shots first, as swarm jobs: {', '.join(stack['oneshots'])}"
+           if stack["oneshots"] else ""), markup=False)
+    for o in stack["objects"]:
+        out(f"  create {o['kind']} {o['name']}  (from {o['file']})", markup=False)
+    for note in stack["notes"]:
+        out(f"  note: {note}", markup=False)

@@ -180,11 +180,16 @@ class DryRun:
     plan: Plan
     hosts: dict[str, HostDryRun]
     assuming: str = ASSUMING
+    stack: dict[str, Any] | None = None  # target: swarm (deployer.swarm.dryrun.stack_view)
 
 
 def plan(target: Target, tag: str | None = None, stamp: Stamp | None = None) -> DryRun:
     project, hosts, _ = load(target)
     stamp = stamp or new_stamp(_tag(project, tag))
+    if project.inventory.target == "swarm":  # ship's swarm job against scripted nodes
+        from deployer.swarm.dryrun import plan_stack
+
+        return DryRun(*plan_stack(project, hosts, stamp))
     p = _render(project, hosts, stamp)
     settings = dataclasses.replace(plan_settings(p.project, stamp.who, stamp.when),
                                    hosts=tuple(h.name for h in hosts))
@@ -227,14 +232,14 @@ def ship_hosts(project: Project, hosts: list[Host], reporter: ReporterFactory,
     run fails."""
     stamp = stamp or new_stamp(_tag(project, tag))
     stage = stage or image_stage(False)
-    if project.inventory.target == "swarm":
-        from deployer.swarm.ship import ship_stack
-
-        return ship_stack(project, hosts, reporter, opts, stamp, stage)
     lease = lease_seconds()
     # Every host renders before anything is built or touched: a template
     # error costs no build, no push and no connection.
     _render(project, hosts, stamp)
+    if project.inventory.target == "swarm":  # --limit and the stack, before any hook
+        from deployer.swarm.ship import check_ship
+
+        check_ship(project, hosts, stamp)
     names = [h.name for h in hosts]
     reps: list[Reporter] = []
 
@@ -286,6 +291,10 @@ def _ship_run(project: Project, hosts: list[Host], reporter: ReporterFactory, op
               stamp: Stamp, stage: ImageStage, hook: Callable[[str], None],
               lease: int) -> RunReport:
     """The images, the pre_deploy hook and the rollout."""
+    if project.inventory.target == "swarm":  # one job on the first manager
+        from deployer.swarm.ship import ship_stack
+
+        return ship_stack(project, hosts, reporter, opts, stamp, stage, hook)
     tag = stamp.tag
     pre = preconnect_first_batch(project, hosts, opts)
     try:
@@ -378,8 +387,13 @@ def logs(target: Target, reporter: Reporter, on_line: day2.HostLine, *,
 
 def exec_in(target: Target, reporter: Reporter, on_line: day2.HostLine, service: str,
             argv: list[str], *, interactive: bool = False) -> tuple[Host, day2.ExecResult]:
-    """On the first host ``--limit`` selects."""
+    """On the first host ``--limit`` selects (target: swarm: on a node
+    where a task of the service runs, see :mod:`deployer.swarm.day2`)."""
     project, hosts, opts = load(target, all_at_once=True)
+    if project.inventory.target == "swarm":  # on the node where a task runs
+        from deployer.swarm.day2 import exec_stack
+
+        return exec_stack(project, hosts, service, argv, interactive, on_line, reporter, opts)
     host = hosts[0]
     return host, day2.exec_in(project, host, service, argv, interactive, on_line, reporter,
                               opts)

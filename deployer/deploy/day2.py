@@ -39,6 +39,11 @@ def bootstrap(project: Project, hosts: list[Host], reporter: Reporter,
               opts: RunOptions) -> RunReport:
     from deployer.deploy.bootstrap import bootstrap_host
 
+    if project.inventory.target == "swarm":  # Docker on every node, then the swarm
+        from deployer.swarm.day2 import bootstrap_stack
+
+        return bootstrap_stack(project, hosts, reporter, opts)
+
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         with run.step("bootstrap"):
             out = bootstrap_host(ex, host, step=run.step)

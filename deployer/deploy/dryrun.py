@@ -56,7 +56,7 @@ class HostDryRun:
     report: HostReport
 
 
-class _StepLog:
+class StepLog:
     """A reporter that only notes which step starts, into the shared list."""
 
     def __init__(self, events: list[object]) -> None:
@@ -117,11 +117,17 @@ def dry_run_host(project: Project, hp: HostPlan, settings: ShipSettings,
     script = ScriptedAnswer(project, hp)
     script.by_description.update(answers or {})
     ex = ScriptedExecutor(hp.host.name, script, calls=events)
-    run = HostRun(hp.host.name, _StepLog(events))
+    run = HostRun(hp.host.name, StepLog(events))
     ship = HostShip(project, hp, ex, run, settings)
     # ship's audit line too, so plan lists every command ship sends
     report = audited("ship", audit or context(project),
                      lambda _e, _r, _h: ship.ship())(ex, run, hp.host)
+    return HostDryRun(recorded_steps(events), report)
+
+
+def recorded_steps(events: list[object]) -> list[PlanStep]:
+    """The steps a :class:`StepLog` and an executor recorded into
+    ``events``, each with its calls in order (steps without any left out)."""
     steps: list[PlanStep] = []
     for ev in events:
         if isinstance(ev, str):
@@ -130,7 +136,7 @@ def dry_run_host(project: Project, hp: HostPlan, settings: ShipSettings,
             if not steps:
                 steps.append(PlanStep("connect"))
             steps[-1].calls.append(ev)
-    return HostDryRun([s for s in steps if s.calls], report)
+    return [s for s in steps if s.calls]
 
 
 def plan_settings(project: Project, who: str, when: str) -> ShipSettings:

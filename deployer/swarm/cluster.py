@@ -55,21 +55,28 @@ class Node:
     state: NodeState
 
 
-def _probe(host: Host, ex: Executor, run: HostRun) -> Node:
+def _probe(host: Host, ex: Executor, run: HostRun,
+           on_bootstrap: Callable[[str], None] | None) -> Node:
     from deployer.deploy.bootstrap import bootstrap_host
 
     out = bootstrap_host(ex, host)
-    if out.changed:
+    if on_bootstrap is not None:
+        on_bootstrap(f"{host.name}: {out.detail}")
+    elif out.changed:
         run.log(f"{host.name}: bootstrapped: {out.detail}")
     sudo = out.facts.docker_sudo
     return Node(host, ex, sudo, parse_info(ex.run(commands.swarm_info(sudo=sudo)).stdout))
 
 
 def ensure_cluster(topo: Topology, first_ex: Executor, first_sudo: bool, run: HostRun,
-                   open_executor: Callable[[Host], Executor]) -> list[str]:
+                   open_executor: Callable[[Host], Executor],
+                   on_bootstrap: Callable[[str], None] | None = None) -> list[str]:
     """Make every node of ``topo`` a member of one swarm; returns what it did
     (``["swarm init on mgr-1", "web-2 joined as worker"]``). Raises
-    :class:`HostError` for a node in another swarm, before any change."""
+    :class:`HostError` for a node in another swarm, before any change.
+    Every other node is bootstrapped first (Docker installed where missing);
+    ``on_bootstrap`` is told each one's outcome (default: only changes are
+    logged)."""
     first = topo.first
     done: list[str] = []
     opened: list[Executor] = []
@@ -81,7 +88,7 @@ def ensure_cluster(topo: Topology, first_ex: Executor, first_sudo: bool, run: Ho
             for h in topo.nodes[1:]:
                 ex = open_executor(h)
                 opened.append(ex)
-                others.append(_probe(h, ex, run))
+                others.append(_probe(h, ex, run, on_bootstrap))
             members: set[str] = set()
             if head.state.state == "active":
                 if not head.state.control:

@@ -218,14 +218,43 @@ def prune_objects(deploy_dir: str, app: str, *, sudo: bool = False) -> Command:
                   description="remove configs and secrets no kept release uses").command()
 
 
-_FIND_TASK = """
-id=$(docker ps -q --filter "label=com.docker.swarm.service.name=$1" | head -n 1)
-[ -n "$id" ] || { echo "no running task of $1 on this node" >&2; exit 3; }
-echo "$id"
+_TASK_NODES = """
+svc=$1
+docker service inspect "$svc" >/dev/null 2>&1 || { echo "no service $svc" >&2; exit 3; }
+docker service ps --no-trunc --filter desired-state=running \\
+  --format '{{.Node}}|{{.CurrentState}}' "$svc" |
+while IFS='|' read -r node state; do
+  case "$state" in Running*) ;; *) continue ;; esac
+  printf '%s %s\\n' "$node" "$(docker node inspect --format '{{.Status.Addr}}' "$node")"
+done
 """.strip()
 
 
-def find_task_container(service: str, *, sudo: bool = False) -> Command:
-    """The id of a running task's container of ``service`` on this node."""
-    return Script(_FIND_TASK, (service,), sudo=sudo, ok_codes=(0, 3),
-                  description=f"find a task of {service}").command()
+def task_nodes(service: str, *, sudo: bool = False) -> Command:
+    """On a manager: ``NODE ADDRESS`` of each node where a task of
+    ``service`` (``<app>_<name>``) runs; exit 3 when there is no such service."""
+    return Script(_TASK_NODES, (service,), sudo=sudo, ok_codes=(0, 3),
+                  description=f"find the tasks of {service}").command()
+
+
+_TASK_EXEC = """
+svc=$1
+tty=$2
+shift 2
+id=$(docker ps -q --filter "label=com.docker.swarm.service.name=$svc" | head -n 1)
+[ -n "$id" ] || { echo "no running task of $svc on this node" >&2; exit 125; }
+[ "$tty" = tty ] && exec docker exec -i -t "$id" "$@"
+exec docker exec "$id" "$@"
+""".strip()
+
+
+def task_exec(service: str, argv: Sequence[str], *, interactive: bool = False,
+              sudo: bool = False) -> Command:
+    """Run ``argv`` in the container of a running task of ``service`` on
+    this node (``-i -t`` when ``interactive``: for ``ssh -t``). Exit 125,
+    docker's own for "could not start", when no task runs here; otherwise
+    the command's exit code."""
+    if not argv:
+        raise ValueError("exec needs a command to run")
+    return Script(_TASK_EXEC, (service, "tty" if interactive else "plain", *argv), sudo=sudo,
+                  description=f"exec in {service}").command()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from deployer.commands import health, registry, release
 from deployer.config import Host, Project
 from deployer.deploy.hostrun import HostRun
+from deployer.deploy.lease import lease_seconds
 from deployer.deploy.runner import RunOptions, run_command
 from deployer.deploy.session import HostSession, LockHeld
 from deployer.deploy.ship import ShipSettings, check_cancel, record_failed, upload_release
@@ -36,7 +37,7 @@ from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
 from deployer.swarm import commands, gate
 from deployer.swarm.cluster import ensure_cluster
-from deployer.swarm.stack import OBJECTS_FILE, STACK_FILE, FileInfo, Stack, convert
+from deployer.swarm.stack import OBJECTS_FILE, STACK_FILE, FileInfo, Stack, by_digest, convert
 from deployer.swarm.topology import Topology, topology
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def stack_plan(project: Project, first: Host, images: dict[str, str], release_id
     stack = convert(
         hp.compose.text, app=project.app, files=files, where=compose.origin,
         oneshot=hp.compose.oneshot, shared_prefix=f"{project.deploy_dir}/shared",
-        lookup=ctx.lookup, compose_dir=ctx.compose_dir,
+        lookup=ctx.lookup, compose_dir=ctx.compose_dir, images=by_digest(images),
     )
     for dest in (STACK_FILE, OBJECTS_FILE):
         if dest in files:
@@ -192,7 +193,8 @@ class SwarmShip:
         self.session.ensure_writable(state)
         check_cancel(self.s, hp.host.name, "lock")
         try:
-            with self.session.locked(self.s.who, self.s.when, hp.release) as now:
+            with self.session.locked(self.s.who, self.s.when, hp.release,
+                                     self.s.lease) as now:
                 if now != state.current:
                     with run.step("read current release"):
                         state = self.session.read_state()
@@ -331,29 +333,42 @@ class SwarmShip:
                 f"{len(self.topo.nodes)} nodes")
 
 
-def ship_stack(project: Project, hosts: list[Host], reporter: Callable[[], Reporter],
-               opts: RunOptions, stamp: Stamp, stage: ImageStage) -> RunReport:
-    """``deployer ship`` with ``target: swarm``."""
+def check_ship(project: Project, hosts: list[Host], stamp: Stamp) -> Topology:
+    """What a swarm ship refuses before any hook runs or image is built:
+    ``--limit``, and a compose file the stack cannot take."""
     topo = whole_cluster(project, hosts, "ship")
-    first = topo.first
-    stack_plan(project, first, _offline(project, stamp.tag), stamp.release, stamp.tag)
+    stack_plan(project, topo.first, _offline(project, stamp.tag), stamp.release, stamp.tag)
+    return topo
+
+
+def ship_stack(project: Project, hosts: list[Host], reporter: Callable[[], Reporter],
+               opts: RunOptions, stamp: Stamp, stage: ImageStage,
+               hook: Callable[[str], None]) -> RunReport:
+    """``deployer ship`` with ``target: swarm``, from the images on: the
+    caller (:func:`deployer.deploy.api.ship_hosts`) checked it with
+    :func:`check_ship`, runs the local hooks around it (``hook``: this one
+    runs ``pre_deploy``, after the images) and finishes the reporter."""
+    from deployer.audit import audited
+    from deployer.audit import context as audit_context
+    from deployer.deploy.interrupt import interruptible
+
+    topo = whole_cluster(project, hosts, "ship")
     images = stage(project, stamp.tag)
-    hp, stack = stack_plan(project, first, images, stamp.release, stamp.tag)
+    hp, stack = stack_plan(project, topo.first, images, stamp.release, stamp.tag)
     settings = ShipSettings(who=stamp.who, when=stamp.when,
                             health_timeout=project.config.health_timeout,
-                            keep_releases=project.config.keep_releases, cancel=opts.cancel)
+                            keep_releases=project.config.keep_releases, cancel=opts.cancel,
+                            hosts=tuple(h.name for h in topo.nodes), lease=lease_seconds())
+    rep = reporter()
+    hook("pre_deploy")
 
-    def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
+    def ship_first(ex: Executor, run: HostRun, host: Host) -> HostReport:
         return SwarmShip(project, topo, hp, stack, ex, run, settings, opts.executor).ship()
 
-    from deployer.deploy.api import interruptible
-
-    rep = reporter()
+    job = audited("ship", audit_context(project), ship_first)
     with interruptible(opts.cancel):
-        result = run_command("ship", project, [first], job, rep, opts,
-                             release=stamp.release, images=images)
-    rep.finish(result)
-    return result
+        return run_command("ship", project, [topo.first], job, rep, opts,
+                           release=stamp.release, images=images)
 
 
 def _offline(project: Project, tag: str) -> dict[str, str]:
@@ -374,7 +389,7 @@ def rollback_stack(project: Project, hosts: list[Host], to: str | None, reporter
     topo = whole_cluster(project, hosts, "rollback")
     settings = ShipSettings(deployer_identity(), utc_timestamp(),
                             project.config.health_timeout, project.config.keep_releases,
-                            cancel=opts.cancel)
+                            cancel=opts.cancel, lease=lease_seconds())
 
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)
@@ -394,7 +409,8 @@ def rollback_stack(project: Project, hosts: list[Host], to: str | None, reporter
             return run.report("unchanged", release=target, detail="already current")
         check_cancel(settings, host.name, "lock")
         try:
-            with session.locked(settings.who, settings.when, f"rollback-{target}"):
+            with session.locked(settings.who, settings.when, f"rollback-{target}",
+                                settings.lease):
                 return _roll_back(project, session, st, rel.current, target)
         except LockHeld as e:
             return run.report("failed", release=rel.current, error=e.reason)

@@ -21,6 +21,11 @@ What changes (each rule is unit-tested by exact output):
   and ``max_failure_ratio: 0``.
 - One-shots (migrations) leave the stack: they run as swarm jobs first
   (:class:`Job`).
+- An image pinned by deployer (``server/repo:tag@sha256:...``) is written
+  by its digest alone (``server/repo@sha256:...``): the tag follows the
+  whole project's content, so with it every service would roll on any
+  change, while the digest changes only when the image does. A config-file
+  change so rolls only the services that mount it.
 - Keys the stack format does not take (``depends_on``: swarm does not order
   services; ``build``, ``pull_policy``, ``profiles``, ...) are dropped, each
   with a note for ``plan``.
@@ -38,6 +43,7 @@ from typing import Any, Literal
 import yaml
 
 from deployer.errors import ConfigError
+from deployer.images.refs import split_ref
 from deployer.project.interpolate import escape, substitute
 from deployer.project.yaml12 import load_fast
 
@@ -117,6 +123,18 @@ class Stack:
         return "".join(f"{o.kind} {o.name}\n" for o in self.objects)
 
 
+def by_digest(images: Mapping[str, str]) -> dict[str, str]:
+    """Each pinned ref of ``images`` (``name:tag@digest``) -> ``name@digest``,
+    the form the stack names it by (see the module doc); refs without a
+    digest are left out (they stay as written)."""
+    out: dict[str, str] = {}
+    for ref in images.values():
+        name, _tag, digest = split_ref(ref)
+        if digest:
+            out[ref] = f"{name}@{digest}"
+    return out
+
+
 def object_name(app: str, key: str, sha256: str) -> str:
     """``<app>_<key>_<hash>``, within swarm's 64 characters (the key is
     shortened when it must be) and its alphabet."""
@@ -182,20 +200,22 @@ def convert(
     shared_prefix: str | None = None,
     lookup: Lookup | None = None,
     compose_dir: str = ".",
+    images: Mapping[str, str] | None = None,
 ) -> Stack:
     """The stack for the compose ``text`` (see the module doc). ``files``:
     every uploaded file by release path; ``shared_prefix``: where
     :func:`deployer.project.server_compose` put data bind sources (they are
     refused); ``lookup``: the variables compose would see (None: ``$`` is
-    left as written)."""
+    left as written); ``images``: image refs to write otherwise (from
+    :func:`by_digest`)."""
     return _Converter(text, app, files, where, set(oneshot), shared_prefix, lookup,
-                      compose_dir).run()
+                      compose_dir, images or {}).run()
 
 
 class _Converter:
     def __init__(self, text: str, app: str, files: Mapping[str, FileInfo], where: str,
                  oneshot: set[str], shared_prefix: str | None, lookup: Lookup | None,
-                 compose_dir: str) -> None:
+                 compose_dir: str, images: Mapping[str, str]) -> None:
         self.text = text
         self.app = app
         self.files = files
@@ -204,6 +224,7 @@ class _Converter:
         self.shared_prefix = shared_prefix.rstrip("/") + "/" if shared_prefix else None
         self.lookup = lookup
         self.base = compose_dir
+        self.images = images
         self.objects: dict[tuple[str, str], SwarmObject] = {}
         self.notes: list[str] = []
 
@@ -299,6 +320,8 @@ class _Converter:
                 out[key] = value
             elif key not in QUIET_DROP:
                 self.notes.append(f"service {name}: {key!r} dropped: a stack does not take it")
+        if isinstance(out.get("image"), str):
+            out["image"] = self.images.get(out["image"], out["image"])
         if "env_file" in out:
             out["env_file"] = self._env_files(out["env_file"])
             if not out["env_file"]:

@@ -72,7 +72,26 @@ def check(project: Project) -> Topology:
                 "target: swarm: one stack serves every node",
                 "place services on nodes with deploy.placement.constraints in the compose file",
             )
+    _unsupported(project)
     return topology(project)
+
+
+def _unsupported(project: Project) -> None:
+    """What a swarm ship does not do (yet), refused rather than ignored."""
+    where = project.config_map.where
+    if project.registry.none:
+        raise ConfigError(
+            f"{where(('registry',))}: registry: none does not work with target: swarm: every "
+            "node pulls the stack's images from a registry",
+            "set registry.server (the sandbox has one), or use target: compose",
+        )
+    for name in ("pre_up", "post_up"):
+        if getattr(project.config.hooks, name) is not None:
+            raise ConfigError(
+                f"{where(('hooks', name))}: hooks.{name} runs on each host around compose up, "
+                "which target: swarm does not do",
+                "use the local hooks pre_deploy/post_deploy, or a one-shot service",
+            )
 
 
 def _host_vars(where: str, host: str) -> None:

@@ -1,11 +1,14 @@
 """``target: swarm`` end to end: 3 sandbox hosts with Docker and no swarm.
 
-In order, each test building on the last: form the swarm (1 manager, 2
-workers) and serve on every node; a second ship is ``unchanged``; a changed
-config file rolls the service that mounts it (and only it) on every node; a
-failing migration stops the ship with nothing updated; a release whose
-healthcheck fails is rolled back by swarm (exit 1, the failing service
-named, the old version serving on every node); ``rollback``; ``status``.
+In order, each test building on the last: ``bootstrap`` forms the swarm
+(1 manager, 2 workers), and run again changes nothing; ship serves on every
+node, with the local hooks around it; ``plan --diff`` then and a second
+ship are ``unchanged``; a changed config file rolls the service that mounts
+it (and only it) on every node, as ``plan --diff`` said; a failing
+migration stops the ship with nothing updated; a release whose healthcheck
+fails is rolled back by swarm (exit 1, the failing service named, the old
+version serving on every node); ``rollback``; ``status``; ``logs``; ``exec``
+on the node where the task runs.
 
 Services publish in host mode: the sandbox's kernel has no IPVS, so the
 ingress routing mesh does not work here.
@@ -37,7 +40,13 @@ files:
   - {template: templates/docker-compose.yaml.j2, dest: docker-compose.yaml}
   - {template: templates/index.html.j2, dest: site/index.html}
 health_timeout: 60
+hooks:
+  pre_deploy: [sh, hook.sh, pre_deploy]
+  post_deploy: [sh, hook.sh, post_deploy]
+  on_failure: [sh, hook.sh, on_failure]
 """
+# in .deployer/: deployer's own folder is not part of the tag
+HOOK = 'mkdir -p .deployer && echo "$1 $DEPLOYER_RELEASE" >> .deployer/hooks.log\n'
 
 COMPOSE = """\
 services:
@@ -103,6 +112,11 @@ class App:
     def current(self) -> str:
         return self.sh(self.manager, "readlink /opt/swarmapp/current").strip().rsplit("/", 1)[-1]
 
+    def hooks(self) -> list[str]:
+        """What the local hooks wrote (in .deployer/: not part of the tag)."""
+        log = self.root / ".deployer" / "hooks.log"
+        return log.read_text().splitlines() if log.exists() else []
+
     def task_ids(self, service: str) -> set[str]:
         out = self.sh(self.manager, f"docker service ps -q --filter desired-state=running "
                       f"swarmapp_{service}")
@@ -132,6 +146,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     (root / "templates" / "docker-compose.yaml.j2").write_text(COMPOSE)
     (root / "templates" / "index.html.j2").write_text("{{ version }}\n")
     (root / "deployer.yaml").write_text(DEPLOYER_YAML)
+    (root / "hook.sh").write_text(HOOK)
     try:
         info = manager.up(root, hosts=3, base_image=BASE_IMAGE, with_docker=True)
         a = App(root, info)
@@ -141,26 +156,44 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         manager.down(root)
 
 
-def test_first_ship_forms_the_swarm_and_serves_on_every_node(app: App) -> None:
+def test_bootstrap_forms_the_swarm_and_run_again_changes_nothing(app: App) -> None:
     for h in app.info.hosts:
         assert app.sh(h, "docker info --format '{{.Swarm.LocalNodeState}}'").strip() == "inactive"
-    report = app.json("ship", "sandbox")
-    h = only(report)
-    assert h["host"] == "sandbox-1" and h["result"] == "deployed", report
-    nodes = app.sh(app.manager, "docker node ls --format '{{.Hostname}} {{.ManagerStatus}}'")
-    assert sorted(nodes.split("\n")[:-1]) == ["sandbox-1 Leader", "sandbox-2 ", "sandbox-3 "]
-    assert every_node(app) == {"v1"}
-    assert app.current() == report["release"]
-    rel = f"/opt/swarmapp/releases/{report['release']}"
-    assert app.sh(app.manager, f"stat -c %a {rel}/stack.yaml").strip() == "600"
-    # the config is named by its content, and the join tokens never printed
-    configs = app.sh(app.manager, "docker config ls --format '{{.Name}}'").split()
-    assert [c for c in configs if c.startswith("swarmapp_site_index.html_")] == configs
+    h = only(app.json("bootstrap", "sandbox"))
+    assert h["host"] == "sandbox-1" and h["result"] == "ok", h
+    assert "swarm init on sandbox-1" in h["detail"]
+    for worker in ("sandbox-2", "sandbox-3"):
+        assert f"{worker} joined as worker" in h["detail"], h
+    ls = "docker node ls --format '{{.ID}} {{.Hostname}} {{.ManagerStatus}}'"
+    nodes = app.sh(app.manager, ls)
+    assert sorted(ln.split(" ", 1)[1] for ln in nodes.splitlines()) == [
+        "sandbox-1 Leader", "sandbox-2 ", "sandbox-3 "]
+    again = only(app.json("bootstrap", "sandbox"))
+    assert again["result"] == "ok" and again["detail"].endswith(
+        "swarm: all 3 nodes already members"), again
+    assert app.sh(app.manager, ls) == nodes  # the same node ids: nothing re-joined
+    # the join tokens are never printed
     token = app.sh(app.manager, "docker swarm join-token -q worker").strip()
     assert token and not any(token in o for o in app.outputs)
 
 
-def test_second_ship_is_unchanged(app: App) -> None:
+def test_first_ship_serves_on_every_node_with_the_local_hooks(app: App) -> None:
+    report = app.json("ship", "sandbox")
+    h = only(report)
+    assert h["host"] == "sandbox-1" and h["result"] == "deployed", report
+    assert every_node(app) == {"v1"}
+    assert app.current() == report["release"]
+    assert app.hooks() == [f"pre_deploy {report['release']}", f"post_deploy {report['release']}"]
+    rel = f"/opt/swarmapp/releases/{report['release']}"
+    assert app.sh(app.manager, f"stat -c %a {rel}/stack.yaml").strip() == "600"
+    # the config is named by its content
+    configs = app.sh(app.manager, "docker config ls --format '{{.Name}}'").split()
+    assert [c for c in configs if c.startswith("swarmapp_site_index.html_")] == configs
+
+
+def test_plan_diff_and_a_second_ship_are_unchanged(app: App) -> None:
+    d = only(app.json("plan", "sandbox", "--diff"))
+    assert d["unchanged"] is True and d["current"] == app.current(), d
     before = app.task_ids("web")
     assert only(app.json("ship", "sandbox"))["result"] == "unchanged"
     assert app.task_ids("web") == before
@@ -170,14 +203,22 @@ def test_a_changed_config_file_rolls_the_service_that_mounts_it(app: App) -> Non
     web, worker = app.task_ids("web"), app.task_ids("worker")
     old = app.sh(app.manager, "docker config ls --format '{{.Name}}'").split()
     app.set_vars("v2")
+    d = only(app.json("plan", "sandbox", "--diff"))
+    svc = d["stack"]["services"]
+    assert svc["update"] == ["web", "worker"], d
+    # the new tag is not pushed yet: plan cannot know the images stay the same
+    unknown = "image not in the registry yet: it updates only if the image ship builds differs"
+    assert svc["why"] == {"web": f"config site_index.html changed; {unknown}",
+                          "worker": unknown}, d
+    (created,) = d["stack"]["create_objects"]
+    assert created.startswith("config swarmapp_site_index.html_") and created[7:] not in old
     report = app.json("ship", "sandbox")
     assert only(report)["result"] == "deployed", report
     assert every_node(app) == {"v2"}
     assert app.task_ids("web").isdisjoint(web)  # every web task replaced
-    # Not asserted: the worker keeps its task. The image tag follows the
-    # project's content, so the pinned ref (tag@digest) changes too and
-    # swarm rolls every service (seen in the e2e run).
-    del worker
+    # the worker mounts nothing that changed and its image's digest is the
+    # same (the stack names images by digest, not by the project's tag)
+    assert app.task_ids("worker") == worker
     new = app.sh(app.manager, "docker config ls --format '{{.Name}}'").split()
     assert len(new) == 2 and set(old) <= set(new)  # the kept v1 release still lists its own
 
@@ -191,6 +232,7 @@ def test_a_failing_migration_stops_the_ship_with_nothing_updated(app: App) -> No
     assert "one-shot migrate failed" in h["error"] and "nothing was updated" in h["error"]
     assert app.current() == current and app.task_ids("web") == web
     assert every_node(app) == {"v2"}
+    assert app.hooks()[-1] == f"on_failure {report['release']}"
 
 
 def test_an_unhealthy_release_is_rolled_back_by_swarm(app: App) -> None:
@@ -232,3 +274,20 @@ def test_logs_come_from_docker_service_logs(app: App) -> None:
     lines = [ln for ln in p.stdout.splitlines() if "GET / HTTP" in ln]
     assert lines, p.stdout + p.stderr
     assert any("swarmapp_web." in ln and "@sandbox-" in ln for ln in lines)
+
+
+def test_exec_runs_on_the_node_where_the_task_runs(app: App) -> None:
+    # web runs on every node: the first in inventory order
+    p = app.run("exec", "sandbox", "web", "--", "cat", "/srv/index.html")
+    assert p.stdout.splitlines() == ["sandbox-1 | v1"], p.stdout + p.stderr
+    # the one worker task runs on one node: exec finds it there
+    node = app.sh(app.manager, "docker service ps --filter desired-state=running "
+                  "--format '{{.Node}}' swarmapp_worker").strip()
+    host = next(h for h in app.info.hosts if h.name == node)
+    cid = app.sh(host, "docker ps -q --filter label=com.docker.swarm.service.name="
+                 "swarmapp_worker").strip()
+    p = app.run("exec", "sandbox", "worker", "--", "cat", "/etc/hostname")
+    assert p.stdout.splitlines() == [f"{node} | {cid}"], p.stdout + p.stderr
+    other = next(h.name for h in app.info.hosts if h.name != node)
+    p = app.run("exec", "sandbox", "worker", "--limit", other, "--", "true", check=1)
+    assert f"no task of worker runs on {other} (its tasks run on {node})" in p.stderr

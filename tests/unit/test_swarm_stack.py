@@ -13,6 +13,7 @@ from deployer.swarm.stack import (
     FileInfo,
     Job,
     SwarmObject,
+    by_digest,
     convert,
     healthcheck_window,
     object_name,
@@ -313,6 +314,43 @@ def test_one_shots_leave_the_stack_as_jobs_with_their_networks() -> None:
                                       "networks": ["back"]}, ("shop_back",))]
     assert "migrate" not in s.text and "depends_on" not in s.text
     assert s.networks == ["shop_back", "shop-public"]
+
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def test_pinned_images_are_named_by_digest_alone() -> None:
+    # The tag follows the whole project's content; the digest only the image's.
+    images = {"web": f"reg:5000/shop/web:c-abc@{D1}", "job": f"reg:5000/shop/job:c-abc@{D2}",
+              "plain": "reg:5000/shop/plain:c-abc"}
+    assert by_digest(images) == {f"reg:5000/shop/web:c-abc@{D1}": f"reg:5000/shop/web@{D1}",
+                                 f"reg:5000/shop/job:c-abc@{D2}": f"reg:5000/shop/job@{D2}"}
+    s = conv(f"""
+        services:
+          migrate:
+            image: reg:5000/shop/job:c-abc@{D2}
+          web:
+            image: reg:5000/shop/web:c-abc@{D1}
+            deploy: {{update_config: {{parallelism: 2}}}}
+          other:
+            image: reg:5000/shop/plain:c-abc
+            deploy: {{update_config: {{parallelism: 2}}}}
+    """, oneshot={"migrate"}, images=by_digest(images))
+    assert s.text == out(f"""
+        version: '3.9'
+        services:
+          web:
+            image: reg:5000/shop/web@{D1}
+            deploy:
+              update_config:
+                parallelism: 2
+          other:
+            image: reg:5000/shop/plain:c-abc
+            deploy:
+              update_config:
+                parallelism: 2
+    """)
+    assert s.jobs[0].spec["image"] == f"reg:5000/shop/job@{D2}"
 
 
 def test_variables_resolved_and_dollars_escaped_for_stack_deploy() -> None:

@@ -110,3 +110,23 @@ def test_check_passes_a_swarm_project_without_data_binds(make_project: MakeProje
                          "templates/docker-compose.yaml.j2": compose})
     plan = api.render(api.Target(root, "prod", environ=ENV), tag="t1")
     assert [hp.host.name for hp in plan.hosts] == ["mgr-1", "node-1", "node-2"]
+
+
+def test_registry_none_and_remote_hooks_are_refused_not_ignored(
+        make_project: MakeProject) -> None:
+    from conftest import BASIC_PROJECT
+
+    no_reg = BASIC_PROJECT.replace(
+        "registry:\n  server: registry.example.com:5000\n  username: ci-bot\n"
+        "  password: ${REGISTRY_PASSWORD}\n", "registry: none\n")
+    root = make_project({"inventories/prod.yaml": SWARM_INV, "deployer.yaml": no_reg})
+    with pytest.raises(ConfigError) as e:
+        check(load(root))
+    assert e.value.message == ("deployer.yaml:2:1: registry: none does not work with target: "
+                               "swarm: every node pulls the stack's images from a registry")
+    hooked = BASIC_PROJECT + "hooks:\n  post_up: [./smoke-test]\n"
+    root = make_project({"inventories/prod.yaml": SWARM_INV, "deployer.yaml": hooked})
+    with pytest.raises(ConfigError) as e:
+        check(load(root))
+    assert e.value.message == ("deployer.yaml:17:3: hooks.post_up runs on each host around "
+                               "compose up, which target: swarm does not do")

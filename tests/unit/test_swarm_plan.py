@@ -1,0 +1,80 @@
+"""``plan`` with ``target: swarm``: the swarm ship's own steps, recorded
+against scripted nodes (plan equals ship), with the stack's services,
+configs and secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import ENV, MakeProject
+
+from deployer.deploy import api
+
+SWARM_INV = """\
+ssh: {user: deploy}
+target: swarm
+vars: {greeting: hello, db_password: "${DB_PASSWORD}", workers: 1}
+hosts:
+  mgr-1: {address: 203.0.113.10}
+  node-1: {address: 203.0.113.11}
+  node-2: {address: 203.0.113.12}
+"""
+
+COMPOSE = """\
+services:
+  migrate:
+    image: {{ images.web }}
+    command: [migrate]
+    labels: {deployer.oneshot: "true"}
+  web:
+    image: {{ images.web }}
+    environment:
+      WORKERS: "{{ workers }}"
+    volumes:
+      - ./app.conf:/etc/app.conf:ro
+"""
+
+
+def swarm_project(make_project: MakeProject) -> Path:
+    return make_project({"inventories/prod.yaml": SWARM_INV,
+                         "templates/docker-compose.yaml.j2": COMPOSE})
+
+
+def test_plan_runs_the_swarm_ship_and_names_the_other_nodes(make_project: MakeProject) -> None:
+    dry = api.plan(api.Target(swarm_project(make_project), "prod", environ=ENV), tag="v1")
+    assert [hp.host.name for hp in dry.plan.hosts] == ["mgr-1"]
+    (run,) = dry.hosts.values()
+    assert run.report.result == "deployed"
+    steps = [s.name for s in run.steps]
+    assert steps == [
+        "check docker", "probe swarm nodes", "swarm init", "join swarm nodes",
+        "read current release", "prepare deploy dir", "lock", "clean up stale uploads",
+        "upload release", "registry login", "create networks", "one-shot migrate",
+        "stack deploy", "wait healthy", "switch current", "prune releases",
+        "remove registry credentials", "unlock", "audit log",
+    ]
+    by = {s.name: s.commands() for s in run.steps}
+    assert by["swarm init"] == ["docker swarm init --advertise-addr 203.0.113.10"]
+    joins = by["join swarm nodes"]
+    assert joins[0] == "docker swarm join-token -q worker"
+    # the token travels on the joining node's stdin: shown masked, never in argv
+    assert [j.split(":")[0] for j in joins[1:]] == ["on node-1", "on node-2"]
+    assert all(j.endswith("203.0.113.10:2377  <<< ******") for j in joins[1:])
+    assert any("docker service create" in c and "--mode replicated-job" in c
+               for c in by["one-shot migrate"])
+    assert by["stack deploy"][0].endswith(
+        "docker stack deploy --with-registry-auth --prune --detach=false -c stack.yaml shop")
+    assert not any("compose" in c for cs in by.values() for c in cs)
+    assert "swarm" in dry.assuming
+
+
+def test_plan_lists_the_stack_and_the_configs_and_secrets_to_create(
+        make_project: MakeProject) -> None:
+    dry = api.plan(api.Target(swarm_project(make_project), "prod", environ=ENV), tag="v1")
+    assert dry.stack is not None
+    assert dry.stack["services"] == ["web"] and dry.stack["oneshots"] == ["migrate"]
+    (obj,) = dry.stack["objects"]
+    assert obj["kind"] == "secret" and obj["file"] == "app.conf"  # a 0600 file
+    assert obj["name"].startswith("shop_app.conf_")
+    dests = [f.dest for f in dry.plan.hosts[0].files]
+    assert "stack.yaml" in dests and "swarm-objects" in dests
