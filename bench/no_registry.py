@@ -38,6 +38,9 @@ from run import log as bench_log
 
 PROJECT = WORK / "noreg"
 MODES = {"registry": "sandbox", "none": "noreg"}  # mode -> environment
+# Each environment owns its deploy dir and compose project on the hosts
+# (README: two environments on one host); both publish the app's port.
+PROJECTS = {"sandbox": "benchweb", "noreg": "benchweb-noreg"}
 RX = ("t=0; for i in /sys/class/net/*; do [ \"${i##*/}\" = lo ] && continue; "
       "t=$((t + $(cat $i/statistics/rx_bytes))); done; echo $t")
 
@@ -66,7 +69,8 @@ def setup(max_hosts: int, base_image: str) -> Any:
     info = app_sandbox(PROJECT, max_hosts, base_image)
     inv = (PROJECT / "inventories" / "sandbox.yaml").read_text().splitlines()
     (PROJECT / "inventories" / "noreg.yaml").write_text(
-        "\n".join("registry: none" if x.startswith("registry:") else x for x in inv) + "\n")
+        "\n".join("registry: none" if x.startswith("registry:") else x for x in inv)
+        + "\ndeploy_dir: /opt/benchweb-noreg\nproject_name: benchweb-noreg\n")
     for version in ("v1", "v2"):
         (PROJECT / "site" / "version.txt").write_text(version + "\n")
         for mode, env in MODES.items():
@@ -103,6 +107,11 @@ def measure(info: Any, ns: list[int], repeat: int, partial: Path) -> list[dict[s
     for n in ns:
         hosts = list(info.hosts)[:n]
         for mode, env in MODES.items():
+            # Untimed: the other mode's containers go, so the port is free.
+            other = next(p for e, p in PROJECTS.items() if e != env)
+            free = (f"docker ps -aq --filter label=com.docker.compose.project={other} "
+                    "| xargs -r docker rm -f")
+            pmap(lambda h, script=free: dexec(h.container, script), hosts)
             log(f"N={n} {mode}: warm-up ship of v1")
             ship(env, "v1", hosts)
             times: list[float] = []
