@@ -15,7 +15,8 @@ For each N, for each mode in turn: an untimed ship of ``v1`` (so the hosts
 have the base layers as that mode names them), then ``--repeat`` timed
 changed ships alternating ``v2``, ``v1``, ``v2``... Reported: the median
 wall time of the changed ships and the median bytes each host took in on its
-network interface (``/sys/class/net/*/statistics/rx_bytes`` without ``lo``).
+network interface (``/sys/class/net/*/statistics/rx_bytes`` without ``lo``),
+with ``uptime`` before, after and after each cell.
 Results: bench/results/no-registry.{json,md}.
 """
 
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,22 +31,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
-PROJECT = RESULTS / "tmp" / "noreg"
+# bench/run.py: the sandbox with bench/app, deployer's environment, the log,
+# docker exec into a host and the load, shared with the main benchmark.
+from run import REPO, RESULTS, WORK, app_sandbox, deployer_env, dexec, pmap, uptime
+from run import log as bench_log
+
+PROJECT = WORK / "noreg"
 MODES = {"registry": "sandbox", "none": "noreg"}  # mode -> environment
+# Each environment owns its deploy dir and compose project on the hosts
+# (README: two environments on one host); both publish the app's port.
+PROJECTS = {"sandbox": "benchweb", "noreg": "benchweb-noreg"}
 RX = ("t=0; for i in /sys/class/net/*; do [ \"${i##*/}\" = lo ] && continue; "
       "t=$((t + $(cat $i/statistics/rx_bytes))); done; echo $t")
 
 
 def log(msg: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] no-registry: {msg}\n")
-    sys.stderr.flush()
+    bench_log(f"no-registry: {msg}")
 
 
 def deployer(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(BENCH.parent)}
-    env.pop("GITHUB_ACTIONS", None)
+    # This checkout's deployer, whatever is installed.
+    env = {**deployer_env(), "PYTHONPATH": str(REPO)}
     p = subprocess.run([sys.executable, "-m", "deployer", "-C", str(PROJECT), *args],
                        capture_output=True, text=True, env=env, timeout=1800)
     if check and p.returncode != 0:
@@ -57,27 +61,16 @@ def deployer(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def rx(hosts: list[Any]) -> dict[str, int]:
-    return {h.name: int(subprocess.run(["docker", "exec", h.container, "sh", "-c", RX],
-                                       capture_output=True, text=True, check=True).stdout)
-            for h in hosts}
+    return dict(zip((h.name for h in hosts),
+                    pmap(lambda h: int(dexec(h.container, RX)), hosts), strict=True))
 
 
 def setup(max_hosts: int, base_image: str) -> Any:
-    from deployer.sandbox import manager
-
-    PROJECT.mkdir(parents=True, exist_ok=True)
-    for item in (BENCH / "app").iterdir():  # refresh the project, keep .deployer/
-        dest = PROJECT / item.name
-        if item.is_dir():
-            shutil.copytree(item, dest, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, dest)
-    log(f"sandbox up: {max_hosts} hosts with Docker ({base_image})")
-    info = manager.up(PROJECT, hosts=max_hosts, base_image=base_image, with_docker=True,
-                      log=lambda m: log(f"  sandbox: {m}"))
+    info = app_sandbox(PROJECT, max_hosts, base_image)
     inv = (PROJECT / "inventories" / "sandbox.yaml").read_text().splitlines()
     (PROJECT / "inventories" / "noreg.yaml").write_text(
-        "\n".join("registry: none" if x.startswith("registry:") else x for x in inv) + "\n")
+        "\n".join("registry: none" if x.startswith("registry:") else x for x in inv)
+        + "\ndeploy_dir: /opt/benchweb-noreg\nproject_name: benchweb-noreg\n")
     for version in ("v1", "v2"):
         (PROJECT / "site" / "version.txt").write_text(version + "\n")
         for mode, env in MODES.items():
@@ -114,6 +107,11 @@ def measure(info: Any, ns: list[int], repeat: int, partial: Path) -> list[dict[s
     for n in ns:
         hosts = list(info.hosts)[:n]
         for mode, env in MODES.items():
+            # Untimed: the other mode's containers go, so the port is free.
+            other = next(p for e, p in PROJECTS.items() if e != env)
+            free = (f"docker ps -aq --filter label=com.docker.compose.project={other} "
+                    "| xargs -r docker rm -f")
+            pmap(lambda h, script=free: dexec(h.container, script), hosts)
             log(f"N={n} {mode}: warm-up ship of v1")
             ship(env, "v1", hosts)
             times: list[float] = []
@@ -127,28 +125,37 @@ def measure(info: Any, ns: list[int], repeat: int, partial: Path) -> list[dict[s
                     f"median {statistics.median(got.values()):.0f} bytes in per host")
             rows.append({"hosts": n, "mode": mode, "seconds": statistics.median(times),
                          "runs": times, "rx_bytes_per_host": statistics.median(taken),
-                         "load": round(os.getloadavg()[0], 1)})
+                         "uptime": uptime()})
             partial.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
+
+
+def _load(row: dict[str, Any]) -> str:
+    """The 1-minute load average from a row's ``uptime`` line."""
+    return row["uptime"].rsplit("load average:", 1)[-1].split(",")[0].strip()
 
 
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Changed ship: `registry: none` vs the sandbox registry",
         "",
-        f"{data['when']}, load before/after: {data['load']}; {data['repeat']} changed "
-        "ship(s) per cell (median), `--skip-build`, hosts with Docker preinstalled.",
+        f"{data['when']}; {data['repeat']} changed ship(s) per cell (median; every run "
+        "in no-registry.json), `--skip-build`, hosts with Docker preinstalled.",
+        "",
+        f"- `uptime` before: {data['uptime'][0]}",
+        f"- `uptime` after: {data['uptime'][1]}",
         "",
         "| hosts | through the registry | `registry: none` | ratio | bytes in per host "
-        "(registry / none) |",
-        "|---|---|---|---|---|",
+        "(registry / none) | load (1 min) after the cell (registry / none) |",
+        "|---|---|---|---|---|---|",
     ]
     by = {(r["hosts"], r["mode"]): r for r in data["rows"]}
     for n in data["ns"]:
         reg, none = by[(n, "registry")], by[(n, "none")]
         lines.append(f"| {n} | {reg['seconds']:.2f} s | {none['seconds']:.2f} s | "
                      f"{none['seconds'] / reg['seconds']:.2f}x | "
-                     f"{reg['rx_bytes_per_host']:.0f} / {none['rx_bytes_per_host']:.0f} |")
+                     f"{reg['rx_bytes_per_host']:,.0f} / {none['rx_bytes_per_host']:,.0f} | "
+                     f"{_load(reg)} / {_load(none)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -161,8 +168,9 @@ def main() -> None:
     ap.add_argument("--down", action="store_true", help="remove the sandbox at the end")
     args = ap.parse_args()
     ns = sorted({int(x) for x in args.hosts.split(",") if x.strip()})
-    sys.path.insert(0, str(BENCH.parent))
-    load = [os.getloadavg()[0]]
+    sys.path.insert(0, str(REPO))  # this checkout's deployer for the sandbox, too
+    before = uptime()
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     info = setup(max(ns), args.base_image)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -172,9 +180,8 @@ def main() -> None:
             from deployer.sandbox import manager
 
             manager.down(PROJECT)
-    load.append(os.getloadavg()[0])
-    data = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ns": ns,
-            "repeat": args.repeat, "load": [round(x, 1) for x in load], "rows": rows}
+    data = {"when": f"{started}-{time.strftime('%H:%M UTC', time.gmtime())}", "ns": ns,
+            "repeat": args.repeat, "uptime": [before, uptime()], "rows": rows}
     (args.out / "no-registry.json").write_text(json.dumps(data, indent=2) + "\n")
     (args.out / "no-registry.md").write_text(markdown(data))
     (args.out / "no-registry.partial.json").unlink(missing_ok=True)

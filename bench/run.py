@@ -272,26 +272,40 @@ def deployer_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "deployer", "-C", str(PROJECT), *args]
 
 
-def setup(max_hosts: int, base_image: str) -> Env:
-    """Sandbox up (kept between bench runs), images v1/v2 built and pushed once,
-    compose files rendered for the OpenSSH tools."""
-    import jinja2
+def deployer_env() -> dict[str, str]:
+    """The environment deployer runs in: plain progress, no CI annotations."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("GITHUB_ACTIONS", None)
+    return env
 
+
+def app_sandbox(project: Path, max_hosts: int, base_image: str) -> Any:
+    """bench/app copied into ``project`` (its ``.deployer/`` kept, so a sandbox
+    left by the last run comes up in seconds) and a sandbox of ``max_hosts``
+    hosts with Docker preinstalled; its ``SandboxInfo``. Shared with
+    bench/no_registry.py."""
     from deployer.sandbox import manager
 
-    PROJECT.mkdir(parents=True, exist_ok=True)
-    for item in (BENCH / "app").iterdir():  # refresh the project, keep .deployer/
-        dest = PROJECT / item.name
+    project.mkdir(parents=True, exist_ok=True)
+    for item in (BENCH / "app").iterdir():
+        dest = project / item.name
         if item.is_dir():
             shutil.copytree(item, dest, dirs_exist_ok=True)
         else:
             shutil.copy2(item, dest)
     log(f"sandbox up: {max_hosts} hosts with Docker ({base_image})")
-    info = manager.up(PROJECT, hosts=max_hosts, base_image=base_image, with_docker=True,
+    return manager.up(project, hosts=max_hosts, base_image=base_image, with_docker=True,
                       log=lambda m: log(f"  sandbox: {m}"))
+
+
+def setup(max_hosts: int, base_image: str) -> Env:
+    """Sandbox up (kept between bench runs), images v1/v2 built and pushed once,
+    compose files rendered for the OpenSSH tools."""
+    import jinja2
+
+    info = app_sandbox(PROJECT, max_hosts, base_image)
     prepare_hosts(list(info.hosts))
-    env = {**os.environ, "NO_COLOR": "1"}
-    env.pop("GITHUB_ACTIONS", None)
+    env = deployer_env()
     refs: dict[str, str] = {}
     image_ids: dict[str, str] = {}
     for version in ("v1", "v2"):

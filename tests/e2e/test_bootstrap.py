@@ -15,13 +15,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from e2e.helpers import deployer_env, run_deployer
 
 pytestmark = pytest.mark.e2e
 
@@ -37,20 +38,13 @@ class Boot:
     def __init__(self, project: Path, info: Any) -> None:
         self.project = project
         self.info = info
-        self.env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env({"COLUMNS": "200"})
         self.inventory = Path(info.inventory)
         self.pristine_inventory = self.inventory.read_text()
 
     def run(self, *args: str, check: int | None = 0,
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [sys.executable, "-m", "deployer", "-C", str(self.project), *args],
-            capture_output=True, text=True, env=self.env, timeout=timeout,
-        )
-        if check is not None:
-            assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-        return p
+        return run_deployer(self.project, *args, env=self.env, check=check, timeout=timeout)
 
     def bootstrap(self, *args: str, check: int = 0) -> tuple[dict[str, Any], str]:
         """``deployer [args] -o json bootstrap sandbox``: (report, stderr)."""

@@ -32,7 +32,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from e2e.helpers import deployer_env, run_deployer
 
 pytestmark = pytest.mark.e2e
 
@@ -58,8 +59,7 @@ class Project:
     def __init__(self, root: Path, info: Any, env: dict[str, str] | None = None) -> None:
         self.root = root
         self.info = info
-        self.env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env(env)
         self.env.pop("BUILD_GREETING", None)  # only .env may set it
 
     @property
@@ -78,11 +78,7 @@ class Project:
 
     def run(self, *args: str, check: int | None = 0,
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([sys.executable, "-m", "deployer", "-C", str(self.root), *args],
-                           capture_output=True, text=True, env=self.env, timeout=timeout)
-        if check is not None:
-            assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-        return p
+        return run_deployer(self.root, *args, env=self.env, check=check, timeout=timeout)
 
     def json(self, *args: str, check: int | None = 0) -> dict[str, Any]:
         return json.loads(self.run("-o", "json", *args, check=check).stdout)  # type: ignore[no-any-return]

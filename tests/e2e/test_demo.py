@@ -3,13 +3,14 @@ fresh hosts, build and push, bootstrap, ship, and the app answers."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from conftest import copy_tracked
+
+from e2e.helpers import deployer_env
 
 pytestmark = pytest.mark.e2e
 
@@ -36,9 +37,7 @@ def test_readme_demo_command_ships_the_example(tmp_path: Path) -> None:
     assert "bash .ci/demo" in readme  # the command the README gives first
     project = tmp_path / "flask-postgres"
     copy_tracked(ROOT / "examples" / "flask-postgres", project)
-    env = {**os.environ, "DEMO_SKIP_SETUP": "1", "DEMO_PROJECT": str(project),
-           "NO_COLOR": "1"}
-    env.pop("GITHUB_ACTIONS", None)
+    env = deployer_env({"DEMO_SKIP_SETUP": "1", "DEMO_PROJECT": str(project)})
     try:
         out = run_demo(env)
         assert "success: 2 deployed" in out

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 from conftest import copy_tracked
 
 from e2e import faults
+from e2e.helpers import deployer_argv, deployer_env
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,7 @@ class Suite:
     def __init__(self, root: Path, info: Any) -> None:
         self.root = root
         self.info = info
-        self.env = {**os.environ, "NO_COLOR": "1"}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env()
         self.inventory = root / "inventories" / "sandbox.yaml"
         self.base = self.inventory.read_text()
         self.n = 0
@@ -80,7 +79,7 @@ class Suite:
         return greeting
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "deployer", "-C", str(self.root), "-o", "json", *args]
+        return deployer_argv(self.root, "-o", "json", *args)
 
     def ship(self, *args: str, env: dict[str, str] | None = None
              ) -> tuple[int, dict[str, Any] | None, str]:

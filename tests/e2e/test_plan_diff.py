@@ -25,12 +25,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from e2e.helpers import deployer_env, run_deployer
 
 pytestmark = pytest.mark.e2e
 
@@ -93,8 +94,7 @@ class App:
     def __init__(self, root: Path, info: Any) -> None:
         self.root = root
         self.info = info
-        self.env = {**os.environ, "API_TOKEN": TOKEN, "NO_COLOR": "1"}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env({"API_TOKEN": TOKEN})
         self.inventory = root / "inventories" / "sandbox.yaml"
         self.base = self.inventory.read_text()
 
@@ -109,9 +109,7 @@ class App:
 
     def run(self, *args: str, check: int | None = 0,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([sys.executable, "-m", "deployer", "-C", str(self.root), *args],
-                           capture_output=True, text=True, env={**self.env, **(env or {})},
-                           timeout=900)
+        p = run_deployer(self.root, *args, env={**self.env, **(env or {})}, check=None)
         OUTPUTS.append(p.stdout + p.stderr)
         if check is not None:
             assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import copy_tracked
+
+from e2e.helpers import deployer_env, run_deployer
 
 pytestmark = pytest.mark.e2e
 
@@ -62,8 +63,7 @@ class App:
         self.root = root
         self.info = info
         self.host = info.hosts[0]
-        self.env = {**os.environ, "NO_COLOR": "1"}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env()
         inv = root / "inventories" / "sandbox.yaml"
         # What `sandbox up` wrote above its hosts (ssh, registry).
         self.base = inv.read_text().split("\ngroups:\n")[0].split("\nhosts:\n")[0] + "\n"
@@ -78,10 +78,7 @@ class App:
             self.base + yaml.safe_dump(doc, sort_keys=False))
 
     def run(self, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([sys.executable, "-m", "deployer", "-C", str(self.root), *args],
-                           capture_output=True, text=True, env=self.env, timeout=900)
-        if check is not None:
-            assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        p = run_deployer(self.root, *args, env=self.env, check=check)
         assert "Traceback" not in p.stderr
         return p
 

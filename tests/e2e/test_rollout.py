@@ -26,7 +26,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -39,6 +38,8 @@ import jsonschema
 import pytest
 import yaml
 from conftest import copy_tracked
+
+from e2e.helpers import deployer_argv, deployer_env, results, run_deployer
 
 pytestmark = pytest.mark.e2e
 
@@ -88,10 +89,6 @@ def header(ev: list[str], no: int) -> int:
     return next(i for i, e in enumerate(ev) if e.startswith(f"== batch {no}: "))
 
 
-def results(report: dict[str, Any]) -> dict[str, str]:
-    return {h["host"]: h["result"] for h in report["hosts"]}
-
-
 def get(address: str, path: str = "/") -> dict[str, Any]:
     with urllib.request.urlopen(f"http://{address}:{WEB_PORT}{path}", timeout=10) as r:
         return json.loads(r.read())
@@ -111,8 +108,7 @@ class Project:
     def __init__(self, root: Path, info: Any, env: dict[str, str]) -> None:
         self.root = root
         self.info = info
-        self.env = {**os.environ, **env, "NO_COLOR": "1"}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env(env)
         inv = root / "inventories" / "sandbox.yaml"
         # What `sandbox up` wrote above its hosts (ssh, registry, secrets);
         # each test writes its own groups, vars and rollout below it.
@@ -152,15 +148,11 @@ class Project:
         self.inventory.write_text(self.base + yaml.safe_dump(doc, sort_keys=False))
 
     def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "deployer", "-C", str(self.root), *args]
+        return deployer_argv(self.root, *args)
 
     def run(self, *args: str, check: int | None = 0,
             timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(self.cmd(*args), capture_output=True, text=True, env=self.env,
-                           timeout=timeout)
-        if check is not None:
-            assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-        return p
+        return run_deployer(self.root, *args, env=self.env, check=check, timeout=timeout)
 
     def ship(self, *args: str, check: int = 0) -> tuple[dict[str, Any], list[str], str]:
         """``-o json ship sandbox ARGS``: (validated report, events, stderr)."""

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import copy_tracked
 
+from e2e.helpers import deployer_env, results, run_deployer
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,16 +32,12 @@ class Ship:
     def __init__(self, project: Path, info: object) -> None:
         self.project = project
         self.info = info
-        self.env = {**os.environ, "DB_PASSWORD": DB_PASSWORD, "NO_COLOR": "1"}
-        self.env.pop("GITHUB_ACTIONS", None)
+        self.env = deployer_env({"DB_PASSWORD": DB_PASSWORD})
 
     def run(
         self, *args: str, check: int | None = 0, timeout: float = 900
     ) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [sys.executable, "-m", "deployer", "-C", str(self.project), *args],
-            capture_output=True, text=True, env=self.env, timeout=timeout,
-        )
+        p = run_deployer(self.project, *args, env=self.env, check=None, timeout=timeout)
         OUTPUTS.append(p.stdout + p.stderr)
         if check is not None:
             assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
@@ -97,10 +95,6 @@ def post(host: object, path: str, data: dict) -> dict:
         method="POST")
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
-
-
-def results(report: dict) -> dict[str, str]:
-    return {h["host"]: h["result"] for h in report["hosts"]}
 
 
 def test_first_ship_from_fresh_hosts(ship: Ship) -> None:
