@@ -317,7 +317,12 @@ class SSHExecutor:
             while True:
                 # Interleave stdin writes with reads so neither side's window fills up.
                 if pending and chan.send_ready():
-                    n = chan.send(bytes(pending[:_CHUNK]))
+                    try:
+                        n = chan.send(bytes(pending[:_CHUNK]))
+                    except OSError:
+                        # The command ended (and its channel closed) before it
+                        # read all its stdin: its exit code says how it went.
+                        n = len(pending)
                     pending = pending[n:]
                     if not pending:
                         chan.shutdown_write()
