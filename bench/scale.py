@@ -20,6 +20,9 @@ connections and commands per host. The **work floor** (``paramiko_floor.py
 --work``) repeats, per host, what deployer's ``-o json`` report says it did:
 one connection, the same number of commands, the same bytes uploaded.
 
+The **1-host no-op**: deployer's no-op ship to one host against ``ssh host
+true`` (the OpenSSH floor), the median of 5 alternating pairs.
+
 The **bastion case**: 100 hosts (or the largest N below it) through one
 ``proxy_jump`` bastion whose sshd keeps the default ``MaxStartups``; its own
 log says how many SSH connections deployer opened to it.
@@ -460,6 +463,34 @@ def run_tool(tool: str, fleet: Fleet, n: int, scenario: str, version: str,
     return run
 
 
+ONE_HOST_REPEAT = 5
+
+
+def one_host(fleet: Fleet, version: str) -> list[Run]:
+    """The 1-host no-op against the OpenSSH floor (``ssh host true``), the
+    median of :data:`ONE_HOST_REPEAT` alternating pairs."""
+    name, address = fleet.hosts[0]
+    reset([PREFIX + name])
+    env = write_project(fleet, 1, version)
+    argv = [sys.executable, "-m", "deployer", "-C", str(PROJECT), "-o", "json", "ship", env,
+            "--tag", f"bench-{version}"]
+    environ = dict(os.environ, PYTHONPATH=str(REPO))
+    first = measured(argv, env=environ)  # the changed ship that makes the next ones no-ops
+    ssh = ["ssh", "-i", str(fleet.key), "-o", f"UserKnownHostsFile={fleet.known_hosts}",
+           "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"{USER}@{address}", "true"]
+    pairs = [(measured(ssh), measured(argv, env=environ)) for _ in range(ONE_HOST_REPEAT)]
+    runs = []
+    for tool, us in (("openssh-floor", [p[0] for p in pairs]), ("deployer", [p[1] for p in pairs])):
+        ok = first.rc == 0 and all(u.rc == 0 for u in us)
+        mid = sorted(us, key=lambda u: u.seconds)[len(us) // 2]
+        runs.append(Run(tool, "noop (1 host)", 1, mid.seconds, mid.cpu_s, mid.peak_rss_mb, ok,
+                        round(os.getloadavg()[0], 2),
+                        detail="" if ok else (first.stderr + mid.stderr)[-600:]))
+        log(f"  {tool:14} noop (1 host) median of {len(us)}: {mid.seconds:.3f}s "
+            f"(all: {', '.join(f'{u.seconds:.2f}' for u in us)})")
+    return runs
+
+
 # --------------------------------------------------------------------------
 # Report
 
@@ -494,6 +525,8 @@ def targets(runs: list[Run], ns: list[int]) -> list[dict[str, Any]]:
         for scen in SCENARIOS:
             add(f"{scen}: deployer at 200 / at 100",
                 ratio(t("deployer", scen, 200), t("deployer", scen, 100)), 2.2, "<=")
+    add("1-host no-op: deployer / ssh host true",
+        ratio(t("deployer", "noop (1 host)", 1), t("openssh-floor", "noop (1 host)", 1)), 2, "<=")
     rss = [r.peak_rss_mb for r in runs if r.tool == "deployer" and r.hosts == max(ns)
            and "bastion" not in r.scenario]
     add(f"deployer peak RSS at {max(ns)} hosts (MB)", max(rss) if rss else None, 300, "<=")
@@ -628,6 +661,9 @@ def main(ns: list[int], tools: list[str], out: Path, bastion_n: int | None,
                     data["runs"].append(asdict(run_tool(tool, fleet, n, scen, f"v{step}",
                                                         report)))
                 write(data, out)
+        data["runs"] += [asdict(r) for r in one_host(fleet, f"v{step + 1}")]
+        step += 1
+        write(data, out)
         if bastion_n:
             log(f"bastion, N={bastion_n}")
             reset([PREFIX + h for h, _ in fleet.hosts[:bastion_n]])

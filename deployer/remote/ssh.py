@@ -20,7 +20,10 @@ A run opens each jump host ONCE: the targets behind it are direct-tcpip
 channels multiplexed over that one shared, thread-safe Transport
 (:class:`JumpPool`), so a bastion sees one SSH connection whatever the fleet's
 size. A shared jump connection lives while a target uses it, and while a run
-keeps it (:func:`run_scope`) until the run ends.
+keeps it (:func:`run_scope`) until the run ends. Every transport is a
+:mod:`deployer.remote.closed_channels` one: a message paramiko would send on
+a channel after its CLOSE is dropped, since OpenSSH answers it by dropping
+the whole connection, every target behind a bastion with it.
 
 Opening handshakes are bounded: at most ``rollout.max_connecting`` of them are
 in flight at once, whatever ``max_parallel`` is, and a handshake the server
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.config.inventory import Host, SSHSettings
 from deployer.errors import ConfigError, DeployError, HostError
+from deployer.remote.closed_channels import transport_class
 from deployer.remote.hostkeys import HostKeyError, KnownHosts, known_hosts_name, make_policy
 
 if TYPE_CHECKING:
@@ -492,7 +496,7 @@ def _open_hop(
     )
 
     def transport_factory(s: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
-        t = paramiko.Transport(s, disabled_algorithms=disabled_algorithms)
+        t = transport_class()(s, disabled_algorithms=disabled_algorithms)
         opts = t.get_security_options()
         # An unusable file is reported by the policy, with its own message.
         with contextlib.suppress(OSError):

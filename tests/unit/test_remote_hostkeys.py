@@ -153,3 +153,28 @@ def test_parse_jump(spec: str, hops: list[tuple[str | None, str, int | None]]) -
 def test_parse_jump_rejects(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_jump(spec)
+
+
+def test_unchanged_known_hosts_is_parsed_once_and_changes_are_seen(
+    tmp_path: Path, keys: tuple[paramiko.PKey, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every connection of a run reads the shared file; parsing it again each
+    # time made that quadratic in the fleet (issue 19). Still read fresh:
+    # what another host appends, or an edit in place, is seen at once.
+    from deployer.remote import hostkeys
+
+    parses: list[int] = []
+    real = hostkeys._parse
+    monkeypatch.setattr(hostkeys, "_parse", lambda text: parses.append(1) or real(text))
+    kh = tmp_path / "kh"
+    kh.write_text(line("web", keys[0]))
+    store = KnownHosts(str(kh))
+    for _ in range(5):
+        assert [k.key for k in store.lookup("web")] == [keys[0]]
+    assert KnownHosts(str(kh)).lookup("db") == []
+    assert len(parses) == 1
+    KnownHosts(str(kh)).append("db", keys[1])
+    assert [k.key for k in store.lookup("db")] == [keys[1]]
+    kh.write_text(line("web", keys[2]))  # replaced, not appended
+    assert [k.key for k in store.lookup("web")] == [keys[2]]
+    assert len(parses) == 3
