@@ -33,6 +33,7 @@ from deployer.errors import ConfigError, HostError
 from deployer.plan import HostPlan, build_plan
 from deployer.release_files import ReleaseFile
 from deployer.remote.base import Executor
+from deployer.remote.ssh import UnreachableError
 from deployer.report.model import HostReport, RunReport
 from deployer.report.reporters import Reporter
 from deployer.swarm import commands, gate
@@ -300,7 +301,15 @@ class SwarmShip:
 
     def _deploy(self, state: release.RemoteState, env: Env) -> HostReport:
         hp, run, ex = self.hp, self.run, self.ex
-        verdict = self.st.deploy(hp.release, env, self.stack.services)
+        try:
+            verdict = self.st.deploy(hp.release, env, self.stack.services)
+        except UnreachableError:
+            raise  # the manager is gone: nothing can be redeployed from here
+        except HostError as e:
+            # `stack deploy` itself failed (the manager timed out, say): some
+            # services may already run the new spec, so redeploy the previous
+            # stack as for an unhealthy release rather than leave a mix.
+            verdict = gate.Verdict("failed", reason=f"stack deploy failed: {e.reason}")
         if verdict.healthy:
             with run.step("switch current"):
                 ex.run(release.switch_current(self.dir, hp.release, self.s.when))
