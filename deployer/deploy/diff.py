@@ -355,7 +355,8 @@ def _manifest_files(manifest: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     return {k: v for k, v in files.items() if isinstance(v, dict)}
 
 
-def _yaml(text: str | None) -> dict[str, Any] | None:
+def yaml_doc(text: str | None) -> dict[str, Any] | None:
+    """A compose or stack file's mapping; None when absent or not one."""
     if text is None:
         return None
     import yaml
@@ -367,7 +368,8 @@ def _yaml(text: str | None) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _services(doc: Mapping[str, Any] | None) -> dict[str, Any]:
+def services_of(doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``services`` mapping of a compose or stack document (may be empty)."""
     svcs = doc.get("services") if doc else None
     return dict(svcs) if isinstance(svcs, dict) else {}
 
@@ -418,7 +420,7 @@ def container_drift(
     """Per service of the current release that its containers do not match:
     missing, not running (a finished one-shot is fine), or another image than
     the release's compose file names."""
-    svcs = _services(doc)
+    svcs = services_of(doc)
     found: dict[str, list[ContainerRow]] = {}
     for r in rows:
         if not r.oneoff:
@@ -474,9 +476,9 @@ def predict_services(
     ``active``: the services ``up`` starts (None: all); one that a disabled
     profile leaves out is neither started nor removed.
     """
-    defined = _services(new_doc)
+    defined = services_of(new_doc)
     new = {k: v for k, v in defined.items() if active is None or k in active}
-    old = _services(old_doc)
+    old = services_of(old_doc)
     oneshot = oneshot or set()
     by_service: dict[str, list[ContainerRow]] = {}
     for r in rows or []:
@@ -610,7 +612,7 @@ def host_diff(
                 fc.note = why or fc.note
             drift_files.append(fc)
 
-    new_doc = _yaml(hp.compose.text) or {}
+    new_doc = yaml_doc(hp.compose.text) or {}
     compose_dest = project.config.compose_file
     cf = ins.files.get(compose_dest)
     old_text: str | None
@@ -620,7 +622,7 @@ def host_diff(
         old_text = _text(ins.contents[compose_dest])
     else:
         old_text = None
-    old_doc = _yaml(old_text)
+    old_doc = yaml_doc(old_text)
     old_services = [str(s) for s in manifest.get("services") or [] if isinstance(s, str)]
     rows = ins.containers if ins.docker == "ok" else None
     # Services whose container may rest exited 0: one-shots, restart "no".
@@ -628,7 +630,7 @@ def host_diff(
 
     drift_containers: dict[str, str] = {}
     if not first and rows is not None:
-        drift_containers = container_drift(old_services or list(_services(old_doc)),
+        drift_containers = container_drift(old_services or list(services_of(old_doc)),
                                            old_doc, rows, exits)
     images: list[ImageChange] = []
     old_images = manifest.get("images") if isinstance(manifest.get("images"), dict) else {}

@@ -37,7 +37,9 @@ from deployer.deploy.diff import (
     host_diff,
     resolve_images,
     sentinel_files,
+    services_of,
     wanted,
+    yaml_doc,
 )
 from deployer.deploy.hostrun import HostRun
 from deployer.deploy.runner import RunOptions, run_over_hosts
@@ -97,28 +99,11 @@ def parse_stack_inspect(stdout: str) -> StackState:
                       gate.parse_probe(services))
 
 
-def _load(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    import yaml
-
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _services(doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    svcs = doc.get("services") if doc else None
-    return dict(svcs) if isinstance(svcs, dict) else {}
-
-
 def resolved(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
     """Service ``name`` with each config and secret it mounts named by the
     object's swarm name (which carries the content hash), so a changed file
     shows as a changed service."""
-    svc = dict(_services(doc).get(name) or {})
+    svc = dict(services_of(doc).get(name) or {})
     for kind in ("configs", "secrets"):
         top = doc.get(kind) if isinstance(doc.get(kind), dict) else {}
         refs = svc.get(kind)
@@ -160,7 +145,7 @@ def predict(app: str, new_doc: Mapping[str, Any], old_doc: Mapping[str, Any] | N
     """(create, update, remove), each service -> why, for ``stack deploy
     --prune`` of ``new_doc`` over ``old_doc`` (the current stack file; None:
     not readable) with ``live`` services (``<app>_<name>`` -> state)."""
-    new, old = _services(new_doc), _services(old_doc)
+    new, old = services_of(new_doc), services_of(old_doc)
     create: dict[str, str] = {}
     update: dict[str, str] = {}
     for name in new:
@@ -286,11 +271,11 @@ def stack_diff(project: Project, hosts: list[Host], tag: str, reporter: Reporter
             out.objects = [f"{o.kind} {o.name}" for o in stack.objects
                            if f"{o.kind} {o.name}" not in state.objects]
             out.create, out.update, out.remove = predict(
-                project.app, _load(stack.text) or {}, _load(state.stack_text), state.services,
+                project.app, yaml_doc(stack.text) or {}, yaml_doc(state.stack_text), state.services,
                 first_release=hd.first_release)
         if not hd.first_release:
-            old = _load(state.stack_text)
-            out.drift = drift(project.app, list(_services(old)) or stack.services,
+            old = yaml_doc(state.stack_text)
+            out.drift = drift(project.app, list(services_of(old)) or stack.services,
                               state.services)
         return run.report("ok", release=ins.current)
 
