@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import ENV, MakeProject
 
+from deployer.commands.base import Command
 from deployer.deploy import api
 
 SWARM_INV = """\
@@ -78,3 +80,33 @@ def test_plan_lists_the_stack_and_the_configs_and_secrets_to_create(
     assert obj["name"].startswith("shop_app.conf_")
     dests = [f.dest for f in dry.plan.hosts[0].files]
     assert "stack.yaml" in dests and "swarm-objects" in dests
+
+
+def test_a_failed_stack_deploy_redeploys_the_previous_stack(
+        make_project: MakeProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `stack deploy` itself failing (a manager timing out) used to escape the
+    # ship and leave whatever services had taken the new spec on it.
+    from deployer.commands.release import STATE_MARKER
+    from deployer.swarm import dryrun
+
+    scripted = dryrun.SwarmAnswer.__call__
+    deploys: list[str] = []
+
+    def answer(self: dryrun.SwarmAnswer, command: Command) -> tuple[int, str]:
+        if command.description == "read current release":
+            return 0, f"{STATE_MARKER}\nexists=1\nwritable=1\ncurrent=20261101T000000Z-old\n"
+        if command.description == "take the deploy lock":
+            return 0, "current=20261101T000000Z-old\n"
+        if command.description.startswith("deploy the stack"):
+            deploys.append(command.display())
+            if len(deploys) == 1:
+                return 1, "rpc error: code = DeadlineExceeded"
+        return scripted(self, command)
+
+    monkeypatch.setattr(dryrun.SwarmAnswer, "__call__", answer)
+    dry = api.plan(api.Target(swarm_project(make_project), "prod", environ=ENV), tag="v1")
+    (run,) = dry.hosts.values()
+    assert run.report.result == "rolled back", run.report.error
+    assert "stack deploy failed" in (run.report.error or "")
+    assert len(deploys) == 2 and "20261101T000000Z-old" in deploys[1]
+    assert "stack deploy 20261101T000000Z-old" in [s.name for s in run.steps]
