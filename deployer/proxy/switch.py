@@ -15,6 +15,7 @@ ones were never touched, so a failing release never receives a request.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import posixpath
 import time
 from collections.abc import Collection
@@ -151,9 +152,14 @@ class Switch:
             merged = caddy.merge(state.config, self.app, self.plan.config, routes)
             merged = tls.apply(merged, self.app, self.plan.config, self.plan.routes,
                                self.release)
-            res = ex.run(pc.write_config(caddy.dumps(merged), state.sha))
+            content = caddy.dumps(merged)
+            res = ex.run(pc.write_config(content, state.sha))
             if res.exit_code != pc.EXIT_CONFLICT:
-                ex.run(pc.reload(sudo=self.sudo))
+                try:
+                    ex.run(pc.reload(sudo=self.sudo))
+                except HostError:
+                    self._restore_file(state.config, content)
+                    raise
                 has = tls.references_files(merged, self.app)
                 if has or tls.references_files(state.config, self.app):
                     ex.run(proxy_tls.prune(tls.host_dir(self.app), self.release if has else ""),
@@ -162,6 +168,16 @@ class Switch:
         raise HostError(self.session.host.name, "switch",
                         "the proxy config kept changing under this run (another deploy?)",
                         "run the command again")
+
+    def _restore_file(self, before: dict[str, Any] | None, written: str) -> None:
+        """Put the config file back as it was read when the proxy refused to
+        load the new one: Caddy keeps running the old config, and a later
+        proxy restart must not load the refused one. Best effort (a config
+        another app wrote meanwhile is left alone: its sha differs)."""
+        if before is None:
+            return
+        sha = hashlib.sha256(written.encode()).hexdigest()
+        self.session.ex.run(pc.write_config(caddy.dumps(before), sha), check=False)
 
     def _install_tls(self) -> None:
         """Put the release's certificates and keys where the proxy reads

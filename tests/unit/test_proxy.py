@@ -10,6 +10,7 @@ import pytest
 from conftest import BASIC_PROJECT, ENV, MakeProject
 
 from deployer.commands import proxy as pc
+from deployer.commands.base import Command
 from deployer.commands.compose import Compose
 from deployer.config import load_project
 from deployer.config.models import ProxyConfig
@@ -184,3 +185,38 @@ def test_plan_shows_the_switch_and_check_refuses_ports(make_project: MakeProject
     assert p.returncode == 2, p.stdout + p.stderr
     assert "'web' is proxied" in p.stderr and "remove its ports" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_a_refused_reload_puts_the_config_file_back(
+        make_project: MakeProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Caddy keeps running the old config when it refuses a reload; the file
+    # must say the same, or the next proxy restart loads the refused one.
+    import hashlib
+
+    from deployer.deploy import api, dryrun
+
+    root = make_project({
+        "deployer.yaml": BASIC_PROJECT + "proxy:\n  routes:\n    - {service: web, port: 8000}\n",
+    })
+    before = caddy.dumps(caddy.merge(None, "other", ProxyConfig(), []))
+    sha = hashlib.sha256(before.encode()).hexdigest()
+    scripted = dryrun.ScriptedAnswer.__call__
+    writes: list[tuple[str, str]] = []
+
+    def answer(self: dryrun.ScriptedAnswer, command: Command) -> tuple[int, str]:
+        if command.description == "read the proxy's state":
+            return 0, f"proxy true {pc.NAME}-image\nsha {sha}\n{before}"
+        if command.description == "write the proxy config":
+            writes.append((command.argv[-1], command.stdin or ""))
+            return 0, ""
+        if command.description == "reload the proxy":
+            return 1, "loading new config: invalid"
+        return scripted(self, command)
+
+    monkeypatch.setattr(dryrun.ScriptedAnswer, "__call__", answer)
+    dry = api.plan(api.Target(root, "prod", limit="web-1", environ=ENV), tag="v1")
+    (run,) = dry.hosts.values()
+    assert run.report.result != "deployed"
+    new, back = writes[-2], writes[-1]
+    assert new[0] == sha and new[1] != before  # the new config, over the one read
+    assert back == (hashlib.sha256(new[1].encode()).hexdigest(), before)
