@@ -78,20 +78,31 @@ def _file(f: FileChange, indent: str = "    ") -> None:
         raw(f.diff)
 
 
-def _host(h: HostDiff) -> None:
-    cur = f"current {h.current}" if h.current else "no current release"
-    out(f"[bold]== {h.host}[/bold] ({h.address}, {cur})")
-    if h.error:
-        out(f"  error: {h.error}", markup=False)
-        return
-    if h.unchanged:
+def host_head(host: str, where: str, current: str | None, *, error: str | None,
+              unchanged: bool, first_release: bool, same_fingerprint: bool) -> bool:
+    """A host's heading and the verdicts that come before its changes
+    (compose hosts and a swarm's first manager alike); False when nothing
+    follows (an error, or unchanged)."""
+    cur = f"current {current}" if current else "no current release"
+    out(f"[bold]== {host}[/bold] ({where}, {cur})")
+    if error:
+        out(f"  error: {error}", markup=False)
+        return False
+    if unchanged:
         out("  unchanged")
-        return
-    if h.first_release:
+        return False
+    if first_release:
         out("  first release: every file is new")
-    if h.same_fingerprint:
+    if same_fingerprint:
         out("  release unchanged (same fingerprint): ship changes nothing here, "
             "so the drift below stays")
+    return True
+
+
+def _host(h: HostDiff) -> None:
+    if not host_head(h.host, h.address, h.current, error=h.error, unchanged=h.unchanged,
+                     first_release=h.first_release, same_fingerprint=h.same_fingerprint):
+        return
     changed = [f for f in h.files if f.status != "unchanged"]
     same = len(h.files) - len(changed)
     if not changed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deployer.cli.diff_output import _file
+from deployer.cli.diff_output import _file, host_head
 from deployer.cli.output import out, raw_json
 
 if TYPE_CHECKING:
@@ -22,19 +22,10 @@ def print_stack_diff(d: StackDiff, as_json: bool) -> None:
         out(f"  image {name}: {d.images[name]} is not in the registry yet; "
             "ship builds, pushes and pins it", markup=False)
     out("")
-    cur = f"current {d.current}" if d.current else "no current release"
-    out(f"[bold]== {d.host}[/bold] (first manager, {d.address}, {cur})")
-    if d.error:
-        out(f"  error: {d.error}", markup=False)
+    if not host_head(d.host, f"first manager, {d.address}", d.current, error=d.error,
+                     unchanged=d.unchanged, first_release=d.first_release,
+                     same_fingerprint=d.same_fingerprint):
         return
-    if d.unchanged:
-        out("  unchanged")
-        return
-    if d.first_release:
-        out("  first release: every file is new")
-    if d.same_fingerprint:
-        out("  release unchanged (same fingerprint): ship changes nothing, "
-            "so the drift below stays")
     changed = [f for f in d.files if f.status != "unchanged"]
     if changed:
         out("  files:")
