@@ -171,8 +171,8 @@ def status(project: Project, hosts: list[Host], reporter: Reporter,
             facts = session.probe()
             res = ex.run(health.containers(project.project_name, sudo=facts.docker_sudo),
                          check=False)
+            st = session.read_owned_state()
             rows[host.name] = health.parse_containers(res.stdout)
-            st = session.read_state()
         if proxies is not None and project.config.proxy and project.config.proxy.routes:
             from deployer.proxy.ops import current_image, read_status
 
@@ -188,7 +188,7 @@ def set_lock(project: Project, hosts: list[Host], message: str, reporter: Report
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
         session = HostSession(project, host, ex, run)
         with run.step("read current release"):
-            st = session.read_state()
+            st = session.read_owned_state()
         session.ensure_writable(st)
         try:
             session.acquire_lock(deployer_identity(), utc_timestamp(), message=message)
@@ -204,7 +204,10 @@ def set_lock(project: Project, hosts: list[Host], message: str, reporter: Report
 def unlock(project: Project, hosts: list[Host], reporter: Reporter,
            opts: RunOptions) -> RunReport:
     def job(ex: Executor, run: HostRun, host: Host) -> HostReport:
-        info = HostSession(project, host, ex, run).break_lock()
+        session = HostSession(project, host, ex, run)
+        with run.step("read current release"):
+            session.read_owned_state()
+        info = session.break_lock()
         if info is not None:
             return run.report("ok", detail="released " + info.describe())
         return run.report("ok", detail="was not locked")

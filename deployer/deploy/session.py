@@ -90,6 +90,17 @@ class HostSession:
         """Which release is current, with its manifest (one round trip)."""
         return release.parse_state(self.ex.run(release.read_state(self.dir)).stdout)
 
+    def read_owned_state(self) -> release.RemoteState:
+        """:meth:`read_state`, refused (:class:`HostError`, nothing changed)
+        when the deploy dir belongs to another environment or compose project
+        (:mod:`deployer.deploy.ownership`): ``lock``, ``unlock`` and ``status``
+        of one environment must not act on, or report, another's."""
+        from deployer.deploy import ownership
+
+        state = self.read_state()
+        ownership.check(self.project, self.host.name, state.owner)
+        return state
+
     def releases(self) -> release.Releases:
         return release.parse_releases(self.ex.run(release.list_releases(self.dir)).stdout)
 

@@ -324,5 +324,6 @@ def test_unlock_says_whose_lock_it_broke(make_project: MakeProject) -> None:
     run = day2.unlock(project, project.hosts, Quiet(), RunOptions(executor=hosts))
     assert [h.detail for h in run.hosts] == [
         "released locked by alice@laptop since 2026-01-01T10:00:00Z (db migration)"] * 2
-    assert hosts.names("web-2") == ["show the deploy lock", "release the deploy lock",
-                                    "append to the audit log"]
+    # the owner check first: one environment's unlock never breaks another's lock
+    assert hosts.names("web-2") == ["read current release", "show the deploy lock",
+                                    "release the deploy lock", "append to the audit log"]

@@ -14,6 +14,7 @@ from deployer.commands.base import Command
 from deployer.config import Project, load_project
 from deployer.deploy import ownership
 from deployer.errors import ConfigError
+from deployer.remote.base import Result
 
 
 def sh(cmd: Command) -> str:
@@ -143,3 +144,38 @@ def test_containers_command_parses_its_own_output(tmp_path: Path) -> None:
         f"realdir={d}\ncontainer=shop /opt/shop/releases/r1\nowner=/opt/shop env=prod\n")
     assert out == found(("shop", "/opt/shop/releases/r1"), realdir=str(d),
                         owners=(("/opt/shop", "prod"),))
+
+
+class LocalShell:
+    """Runs a session's commands with the local sh (the deploy dir is a tmp dir)."""
+
+    def run(self, command: Command, *, check: bool = True,
+            timeout: float | None = None) -> Result:
+        p = subprocess.run(["sh", "-c", command.shell(as_root=True)], input=command.stdin,
+                           capture_output=True, text=True, check=False)
+        res = Result(command, p.returncode, p.stdout, p.stderr)
+        assert res.ok or not check, p.stderr
+        return res
+
+
+def test_lock_unlock_and_status_refuse_another_environments_dir(
+        tmp_path: Path, make_project: MakeProject) -> None:
+    from deployer.deploy.hostrun import HostRun
+    from deployer.deploy.session import HostSession
+    from deployer.errors import HostError
+    from deployer.report.reporters import PlainReporter
+
+    d = tmp_path / "app"
+    prod = env_project(make_project, "prod", f"deploy_dir: {d}\n")
+    sh(release.prepare(str(d), "root"))
+    sh(ownership.claim_command(prod))
+    staging = env_project(make_project, "staging", f"deploy_dir: {d}\n")
+    host = prod.hosts[0]
+
+    def session(p: Project) -> HostSession:
+        return HostSession(p, host, LocalShell(), HostRun(host.name, PlainReporter()))  # type: ignore[arg-type]
+
+    assert session(prod).read_owned_state().owner == (
+        ("app", "shop"), ("env", "prod"), ("project", "shop"))
+    with pytest.raises(HostError, match="belongs to environment prod of app shop"):
+        session(staging).read_owned_state()
