@@ -12,7 +12,6 @@ from typing import Any
 
 from deployer.audit import audited, context
 from deployer.commands import health, release
-from deployer.commands.recovery import mark_applying
 from deployer.config import Host, Project
 from deployer.deploy import ownership, recovery
 from deployer.deploy.hostrun import HostRun
@@ -24,6 +23,7 @@ from deployer.deploy.ship import (
     check_cancel,
     manifest_profiles,
     manifest_services,
+    mark_applying_step,
     record_failed,
     restore,
     start_and_gate,
@@ -124,15 +124,14 @@ def _roll_back(session: HostSession, current: str | None, target: str,
     services = manifest_services(manifest, [])
     compose = session.compose(target, profiles=manifest_profiles(manifest))
     proxied = proxy_switch.from_manifest(session.project, manifest, services)
+    mark_applying_step(session, target)
     if proxied is not None:  # the same switch as ship's, the other way
-        with run.step(f"mark {target} as being applied"):
-            ex.run(mark_applying(session.dir, target))
         failure = proxy_switch.Switch(session, compose, proxied, settings.health_timeout,
                                       settings.poll_interval).run(
             services, None, (), (), step=f"compose up {target}")
     else:
         failure = start_and_gate(session, compose, services, None, settings,
-                                 step=f"compose up {target}", applying=target)
+                                 step=f"compose up {target}")
     if failure is None:
         with run.step("switch current"):
             ex.run(release.switch_current(session.dir, target, settings.when))

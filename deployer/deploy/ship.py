@@ -73,6 +73,14 @@ def check_cancel(settings: ShipSettings, host: str, where: str) -> None:
         raise StoppedBeforeStep(host, where, "interrupted; nothing was started")
 
 
+def mark_applying_step(session: HostSession, release_id: str) -> None:
+    """Note ``release_id`` in the apply marker (deploy/recovery.py) before
+    anything of it starts: its own step, so a host lost here is reported as
+    lost here, not as a failed ``compose up``."""
+    with session.run.step(f"mark {release_id} as being applied"):
+        session.ex.run(mark_applying(session.dir, release_id))
+
+
 def start_and_gate(
     session: HostSession,
     compose: Compose,
@@ -81,18 +89,15 @@ def start_and_gate(
     settings: ShipSettings,
     step: str = "compose up",
     may_exit: Collection[str] = (),
-    applying: str | None = None,
 ) -> str | None:
     """``compose up`` and wait until healthy: the health gate of ship and
     rollback. Returns None when healthy, else why not (after printing the
-    failing service's last log lines). ``applying``: the release being
-    started, noted first in the apply marker (deploy/recovery.py); the caller
-    settles it once ``current`` points at what runs."""
+    failing service's last log lines). The caller notes the release in the
+    apply marker first (:func:`mark_applying_step`) and settles it once
+    ``current`` points at what runs."""
     run, ex = session.run, session.ex
     try:
         with run.step(step):
-            if applying is not None:
-                ex.run(mark_applying(session.dir, applying))
             ex.run(compose.up(), timeout=max(600.0, settings.health_timeout))
     except HostError as e:
         return _why_up_failed(session, compose, services, oneshot, may_exit, settings, e.message)
@@ -312,16 +317,14 @@ class HostShip:
         # Proxied services (proxy.routes) switch without downtime instead.
         proxied = proxy_switch.host_proxy(self.project.config.proxy if hp.proxy else None,
                                           hp.compose.services, hp.images)
+        mark_applying_step(self.session, hp.release)
         if proxied is not None:
-            with run.step(f"mark {hp.release} as being applied"):
-                ex.run(mark_applying(self.dir, hp.release))
             failure = proxy_switch.Switch(self.session, compose, proxied, self.s.health_timeout,
                                           self.s.poll_interval).run(
                 hp.compose.services, hp.compose.oneshot, hp.compose.may_exit, env)
         else:
             failure = start_and_gate(self.session, compose, hp.compose.services,
-                                     hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit,
-                                     applying=hp.release)
+                                     hp.compose.oneshot, self.s, may_exit=hp.compose.may_exit)
         if failure is None:  # healthy; post_up fails it as a healthcheck would
             failure = hooks.run_remote(ex, run, self.project, "post_up", hp.release,
                                        self.s.hosts)

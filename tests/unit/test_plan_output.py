@@ -16,14 +16,14 @@ def test_plan_says_what_it_assumes_and_lists_ship_s_steps_in_order(
     assert p.returncode == 0, p.stderr
     assert ("  assuming: first release (nothing deployed yet), Docker present with compose "
             "v2, SSH user not root (sudo -n where needed) and in the docker group") in p.stdout
-    numbered = [m.group(1).split(" (")[0] for ln in p.stdout.splitlines()
-                if (m := re.match(r"\s+\d+\. (.*)", ln))]
+    numbered = [re.sub(r"^mark \S+ as", "mark <release> as", m.group(1).split(" (")[0])
+                for ln in p.stdout.splitlines() if (m := re.match(r"\s+\d+\. (.*)", ln))]
     assert numbered == [
         "read current release", "check docker", "check deploy dir owner",
         "prepare deploy dir", "lock", "claim deploy dir", "clean up stale uploads",
         "check free space", "upload release", "create shared dirs", "registry login",
-        "pull images", "compose up", "wait healthy", "switch current", "prune releases",
-        "prune images", "remove registry credentials", "unlock", "audit log",
+        "pull images", "mark <release> as being applied", "compose up", "wait healthy",
+        "switch current", "prune releases", "prune images", "remove registry credentials", "unlock", "audit log",
     ]
     assert "       $ sudo -n -- sh -c <3-line script: prepare /opt/shop> sh /opt/shop deploy" \
         in p.stdout

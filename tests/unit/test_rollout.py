@@ -50,15 +50,22 @@ def _recording_job(log: list[tuple[str, str, float]], fail: set[str], delay: flo
 
 def test_canary_finishes_before_others_start_and_others_overlap() -> None:
     log: list[tuple[str, str, float]] = []
-    slots = rollout(["a", "b", "c", "d"], _recording_job(log, set()), lambda o: o == "bad",
+    recorded = _recording_job(log, set())
+    # b and c each wait, inside their job, until both have started: run one
+    # after the other, the barrier breaks (a sleep would race a loaded machine).
+    together = threading.Barrier(2, timeout=30)
+
+    def job(name: str, batch: int) -> str:
+        if name in ("b", "c"):
+            together.wait()
+        return str(recorded(name, batch))
+
+    slots = rollout(["a", "b", "c", "d"], job, lambda o: o == "bad",
                     RolloutPolicy(batches=[1, "50%"]))
     assert [s.batch for s in slots] == [1, 2, 2, 3]
+    assert not together.broken
     events = [(e, n) for e, n, _ in log]
     assert events[:2] == [("start", "a"), ("end", "a")]
-    # b and c both started before either ended: concurrent inside the batch
-    i_b, i_c = events.index(("start", "b")), events.index(("start", "c"))
-    first_end = min(events.index(("end", "b")), events.index(("end", "c")))
-    assert max(i_b, i_c) < first_end
     last_end = max(events.index(("end", "b")), events.index(("end", "c")))
     assert events.index(("start", "d")) > last_end
 

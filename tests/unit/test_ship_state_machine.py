@@ -259,6 +259,7 @@ INTERRUPTS = {
     "create shared dirs": "before compose up",
     "registry login": "before compose up",
     "pull images": "before compose up",
+    f"mark {NEW} as being applied": "deployed",
     "compose up": "deployed",
     "wait healthy": "deployed",
     "switch current": "deployed",
