@@ -69,17 +69,17 @@ services:
     volumes:
       - ./config.json:/app/config.json:ro
     healthcheck:
-      test: ["CMD", "python3", "-c", "@PROBE@"]
+      test: ["CMD", "bash", "-c", "@PROBE@"]
       interval: 1s
-      timeout: 3s
+      timeout: 10s
       retries: 3
       start_period: 2s
   side:
     image: {{ images.web | tojson }}
     restart: unless-stopped
     command: ["python3", "-m", "http.server", "8001"]
-""".replace("@PROBE@", "import urllib.request; "
-            "urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)")
+""".replace("@PROBE@", "exec 3<>/dev/tcp/127.0.0.1/8000 && printf 'GET /healthz HTTP/1.0"
+            "\\\\r\\\\n\\\\r\\\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '")
 
 CONFIG = """\
 {

@@ -23,7 +23,8 @@ def test_plan_says_what_it_assumes_and_lists_ship_s_steps_in_order(
         "prepare deploy dir", "lock", "claim deploy dir", "clean up stale uploads",
         "check free space", "upload release", "create shared dirs", "registry login",
         "pull images", "mark <release> as being applied", "compose up", "wait healthy",
-        "switch current", "prune releases", "prune images", "remove registry credentials", "unlock", "audit log",
+        "switch current", "prune releases", "prune images", "remove registry credentials",
+        "unlock", "audit log",
     ]
     assert "       $ sudo -n -- sh -c <3-line script: prepare /opt/shop> sh /opt/shop deploy" \
         in p.stdout
