@@ -112,3 +112,52 @@ def copy_tracked(src: Path, dest: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_masker() -> None:
     masker.clear()
+
+
+# -- order: the longest files first ----------------------------------------------
+#
+# .ci/test hands whole files to its workers (--dist loadfile) in collection
+# order (--no-loadscope-reorder: xdist's default order is by test count, which
+# started the few-test e2e files, the longest, at the end of the run). So the
+# slow files go first, longest first, and the hundreds of short unit and
+# integration files fill the workers' gaps at the end. Seconds per file from
+# a CI run's junit report (2 cores, load 10-28); only the ranking matters. A
+# new e2e file not listed yet counts as long.
+SLOW_FILES: dict[str, float] = {
+    "tests/e2e/test_faults.py": 1568,
+    "tests/e2e/test_ship.py": 1363,
+    "tests/e2e/test_rollout.py": 1361,
+    "tests/e2e/test_faults_signals.py": 1067,
+    "tests/e2e/test_day2.py": 1029,
+    "tests/e2e/test_swarm.py": 1010,
+    "tests/e2e/test_proxy_ops.py": 811,
+    "tests/e2e/test_compose_fidelity.py": 750,
+    "tests/e2e/test_demo.py": 339,
+    "tests/e2e/test_releases.py": 318,
+    "tests/e2e/test_no_registry.py": 313,
+    "tests/e2e/test_sandbox.py": 311,
+    "tests/e2e/test_proxy.py": 310,
+    "tests/e2e/test_bootstrap.py": 294,
+    "tests/fuzz/test_fuzz_inputs.py": 287,
+    "tests/e2e/test_github_actions.py": 278,
+    "tests/e2e/test_state_races.py": 260,
+    "tests/e2e/test_plan_diff.py": 223,
+    "tests/e2e/test_compose_v2.py": 192,
+    "tests/e2e/test_proxy_tls.py": 189,
+    "tests/e2e/test_images.py": 148,
+    "tests/unit/test_cli_options.py": 87,
+    "tests/unit/test_action_yml.py": 84,
+    "tests/unit/test_cli.py": 71,
+}
+NEW_E2E_SECONDS = 600.0
+
+
+def _file_cost(item: pytest.Item) -> float:
+    path = item.nodeid.split("::", 1)[0]
+    if path in SLOW_FILES:
+        return SLOW_FILES[path]
+    return NEW_E2E_SECONDS if path.startswith("tests/e2e/") else 0.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_file_cost, reverse=True)  # stable: a file keeps its tests' order
