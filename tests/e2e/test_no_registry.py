@@ -40,6 +40,10 @@ RELEASES: dict[str, str] = {}
 RX = ("total=0; for i in /sys/class/net/*; do [ \"${i##*/}\" = lo ] && continue; "
       "total=$((total + $(cat $i/statistics/rx_bytes))); done; echo $total")
 # The PIDs of the deploy user's sshd sessions (no ps in a minimal Debian).
+# Random bytes (no compression helps): big enough that the cut lands while it
+# travels even on an idle machine; at 48 MB the whole layer once arrived
+# between two polls of the byte counter.
+BIG_LAYER = 128 * 1024 * 1024
 SSHD_SESSIONS = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
                  "case \"$c\" in 'sshd: deploy'*) echo ${p#/proc/};; esac; done")
 
@@ -69,7 +73,10 @@ class App:
             capture_output=True, text=True, check=check).stdout
 
     def rx(self) -> dict[str, int]:
-        return {n: int(self.sh(n, RX)) for n in self.names}
+        return {n: self.rx_of(n) for n in self.names}
+
+    def rx_of(self, name: str) -> int:
+        return int(self.sh(name, RX))
 
     def get(self, name: str) -> dict[str, Any]:
         url = f"http://{self.info.host(name).address}:{WEB_PORT}/"
@@ -85,7 +92,7 @@ class App:
         lines = [x for x in dockerfile.read_text().splitlines() if "big.bin" not in x]
         if big:
             # Incompressible, so the transfer takes long enough to be cut.
-            (self.root / "big.bin").write_bytes(os.urandom(48 * 1024 * 1024))
+            (self.root / "big.bin").write_bytes(os.urandom(BIG_LAYER))
             lines.insert(2, "COPY big.bin /app/big.bin")
         dockerfile.write_text("\n".join(lines) + "\n")
 
@@ -201,7 +208,8 @@ def test_cut_connection_mid_transfer_then_next_ship_succeeds(
         app: App, docker_client: Any) -> None:
     h0 = app.names[0]
     app.set_version("v3", big=True)
-    before = app.rx()[h0]
+    before = app.rx_of(h0)
+    at_cut = 0
     proc = subprocess.Popen(app.cmd("-o", "json", "ship", "sandbox", "--limit", h0),
                             env=app.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -209,8 +217,9 @@ def test_cut_connection_mid_transfer_then_next_ship_succeeds(
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            # Some of the 48 MB layer arrived, not all of it: cut the connection.
-            if app.rx()[h0] - before > 8_000_000:
+            # Some of the big layer arrived, not all of it: cut the connection.
+            at_cut = app.rx_of(h0) - before
+            if at_cut > 8_000_000:
                 pids = app.sh(h0, SSHD_SESSIONS).split()
                 assert pids
                 app.sh(h0, "kill -9 " + " ".join(pids))
@@ -222,6 +231,7 @@ def test_cut_connection_mid_transfer_then_next_ship_succeeds(
         if proc.poll() is None:
             proc.kill()
     assert cut, "the transfer was never caught in flight"
+    assert at_cut < BIG_LAYER, f"{at_cut} bytes had arrived: the cut came after the transfer"
     assert proc.returncode == 1, err
     assert results(json.loads(out)) == {h0: "failed"}
     assert "Traceback" not in err
