@@ -307,3 +307,19 @@ def test_interrupt_at_each_step(hp: tuple[Any, HostPlan], step: str) -> None:
     assert ("take the deploy lock" in names) == ("release the deploy lock" in names)
     assert (names.count("docker login registry.example.com:5000")
             == names.count("remove the run's registry credentials"))
+
+
+def test_a_host_lost_at_the_apply_marker_is_reported_there_and_nothing_starts(
+        hp: tuple[Any, HostPlan]) -> None:
+    """The marker is its own step: a connection lost writing it names that
+    step (CI once saw it reported under ``compose up``), compose never runs,
+    and the lock is still given back."""
+    project, plan = hp
+    lost = UnreachableError("web-1", f"connection lost during mark {NEW} as being applied")
+    names, rep = ship(project, plan, {"read current release": [(0, state(OLD))],
+                                      "take the deploy lock": [(0, f"current={OLD}\n")],
+                                      f"mark {NEW} as being applied": [lost]})
+    assert rep.result == "failed", rep
+    assert rep.error is not None and rep.error.startswith(f"mark {NEW} as being applied: "), rep
+    assert "compose up" not in names
+    assert names[-1] == "release the deploy lock", names
