@@ -344,36 +344,45 @@ def leftovers(project_dir: Path) -> list[str]:
     )
 
 
+def remove_engine_objects(client: Any, sid: str, say: Log) -> int:
+    """Remove sandbox ``sid``'s containers, networks and volumes (found by
+    label); returns how many. Also what .ci/orphan-sandboxes calls for a
+    sandbox whose project folder is gone (``down`` would re-create it)."""
+    import docker.errors
+
+    removed = 0
+    flt = {"label": f"{LABEL}={sid}"}
+    for c in client.containers.list(all=True, filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True, v=True)
+            say(f"removed container {c.name}")
+            removed += 1
+    for n in client.networks.list(filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            n.remove()
+            say(f"removed network {n.name}")
+            removed += 1
+    for v in client.volumes.list(filters=flt):
+        with contextlib.suppress(docker.errors.NotFound):
+            v.remove(force=True)
+            say(f"removed volume {v.name}")
+            removed += 1
+    return removed
+
+
 def down(project_dir: Path, log: Log | None = None) -> int:
     """Remove everything the sandbox made: containers, network, volumes (found
     by label), the local engine's trust in its CA, and ``.deployer/sandbox/``.
     Returns how many engine objects were removed; safe to run twice."""
-    import docker.errors
 
     say = log or quiet
     project = Path(project_dir).resolve()
     paths = Paths(project)
     sid = sandbox_id(project)
     client = engine_client()
-    removed = 0
-    flt = {"label": f"{LABEL}={sid}"}
     with locked(paths.dir):
         state = load_state(paths)
-        for c in client.containers.list(all=True, filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True, v=True)
-                say(f"removed container {c.name}")
-                removed += 1
-        for n in client.networks.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                n.remove()
-                say(f"removed network {n.name}")
-                removed += 1
-        for v in client.volumes.list(filters=flt):
-            with contextlib.suppress(docker.errors.NotFound):
-                v.remove(force=True)
-                say(f"removed volume {v.name}")
-                removed += 1
+        removed = remove_engine_objects(client, sid, say)
         if state and state.get("registry", {}).get("server"):
             ca_pem = None
             with contextlib.suppress(OSError):
