@@ -61,7 +61,10 @@ def run_host(host: Host, ex: Executor, job: Job, reporter: Reporter) -> HostRepo
         rep = run.report("skipped", release=None,
                          detail=f"interrupted before {e.step}; nothing changed")
     except HostError as e:
-        step = run.failed or run.current or "connect"
+        # The step that raised; an error raised between steps names its own
+        # (the owner check after the state read), never the last step that
+        # ran, which may be the audit log written after the failure.
+        step = run.failed or getattr(e, "step", "") or run.current or "connect"
         text = f"{step}: {e.reason}" if e.host == host.name else e.message
         if e.hint:  # what to do (accept a host key, add sudo) belongs on the same line
             text += f" (hint: {e.hint})"

@@ -99,6 +99,31 @@ def test_ship_renders_before_the_images_and_leaves_the_options_alone(
     assert run.images["web"].endswith("ab" * 32)
 
 
+def test_a_refusal_after_the_state_read_names_its_own_step_not_the_audit_log(
+        make_project: MakeProject) -> None:
+    """The owner check runs between steps, and the audit log is written
+    after it failed: the report must name the check, not the last step that
+    ran (it said "audit log: ... belongs to environment ...")."""
+    project = _project(make_project())
+    other = (f"{STATE_MARKER}\nexists=1\nwritable=1\ncurrent=r1\n"
+             "owner_app=shop\nowner_env=staging\nowner_project=shop\n")
+    hosts = Hosts({"read current release": [(0, other)]})
+
+    def connected(host: Host) -> ScriptedExecutor:  # as over SSH: the audit log is written
+        ex = hosts(host)
+        ex._stats.connections_opened = 1
+        return ex
+
+    run = api.ship_hosts(project, project.select("web-1"), Quiet,
+                         RunOptions(executor=connected), tag="t",
+                         stage=lambda p, tag: {"web": "registry.example.com:5000/shop/web:t"})
+    rep = run.hosts[0]
+    assert rep.result == "failed"
+    assert (rep.error or "").startswith("check deploy dir owner: /opt/shop on web-1 belongs to "
+                                        "environment staging of app shop"), rep.error
+    assert hosts.names("web-1") == ["read current release", "append to the audit log"]
+
+
 def _state(current: str) -> str:
     return f"{STATE_MARKER}\nexists=1\nwritable=1\ncurrent={current}\n"
 
