@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,7 @@ class Fleet:
     bastion: tuple[str, str]  # (container, address)
     key: Path
     known_hosts: Path
+    cpu_files: dict[str, Path] = field(default_factory=dict)  # container -> its CPU counter
 
 
 def image() -> str:
@@ -195,7 +196,40 @@ def fleet_up(n: int) -> Fleet:
     known.write_text("".join(f"{addr[c]} {hostkey[0]} {hostkey[1]}\n" for c in names))
     hosts = [(c.removeprefix(PREFIX), addr[c]) for c in names[1:]]
     _wait_ssh([a for _, a in hosts] + [addr[names[0]]])
-    return Fleet(hosts, (names[0], addr[names[0]]), key, known)
+    ids = dict(line.lstrip("/").split() for line in
+               sh("docker", "inspect", "--format", "{{.Name}} {{.Id}}", *names).stdout.splitlines())
+    return Fleet(hosts, (names[0], addr[names[0]]), key, known, cpu_files(ids))
+
+
+def cpu_files(ids: dict[str, str]) -> dict[str, Path]:
+    """Each container's CPU-time counter (cgroup v1 ``cpuacct.usage`` in ns,
+    or v2 ``cpu.stat``), where this machine has one: on the bench the hosts
+    share the deploying machine's cores, so the work a tool makes them do
+    is part of its wall time, and this says how much."""
+    found = {}
+    for name, cid in ids.items():
+        for f in (Path("/sys/fs/cgroup/cpuacct/docker") / cid / "cpuacct.usage",
+                  Path("/sys/fs/cgroup/docker") / cid / "cpu.stat",
+                  Path("/sys/fs/cgroup/system.slice") / f"docker-{cid}.scope" / "cpu.stat"):
+            if f.exists():
+                found[name] = f
+                break
+    return found
+
+
+def hosts_cpu(fleet: Fleet, containers: list[str]) -> float | None:
+    """CPU seconds the ``containers`` have used so far (None: no counters)."""
+    total = 0.0
+    for c in containers:
+        f = fleet.cpu_files.get(c)
+        if f is None:
+            return None
+        text = f.read_text()
+        if f.name == "cpuacct.usage":
+            total += int(text) / 1e9
+        else:
+            total += int(text.split("usage_usec", 1)[1].split()[0]) / 1e6
+    return total
 
 
 def _wait_ssh(addresses: list[str], deadline: float = 120) -> None:
@@ -386,6 +420,7 @@ class Run:
     commands_per_host: float = 0.0
     bastion_connections: int | None = None
     failed_hosts: int = 0
+    hosts_cpu_s: float | None = None  # the hosts' (containers') CPU seconds during the run
     detail: str = ""
 
 
@@ -398,6 +433,7 @@ def run_tool(tool: str, fleet: Fleet, n: int, scenario: str, version: str,
     watch = containers + ([fleet.bastion[0]] if bastion else [])
     before = counters(watch)
     load = os.getloadavg()[0]
+    cpu_before = hosts_cpu(fleet, watch)
     environ = dict(os.environ, PYTHONPATH=str(REPO))
     failed = 0
     if tool == "deployer":
@@ -445,20 +481,23 @@ def run_tool(tool: str, fleet: Fleet, n: int, scenario: str, version: str,
         ok = u.rc == 0
     else:
         raise ValueError(tool)
+    cpu_after = hosts_cpu(fleet, watch)
     after = counters(watch)
     conns = [after[c][0] - before[c][0] for c in containers]
     cmds = [after[c][1] - before[c][1] for c in containers]
     run = Run(tool, scenario + (" (bastion)" if bastion else ""), n, u.seconds, u.cpu_s,
               u.peak_rss_mb, ok, round(load, 2), round(statistics.mean(conns), 2),
               round(statistics.mean(cmds), 2), failed_hosts=failed,
+              hosts_cpu_s=None if cpu_before is None or cpu_after is None
+              else round(cpu_after - cpu_before, 2),
               detail="" if ok else (u.stderr or u.stdout)[-600:])
     if bastion:
         b = fleet.bastion[0]
         run.bastion_connections = after[b][0] - before[b][0]
     log(f"  {tool:10} {run.scenario:18} N={n:<3} {u.seconds:7.2f}s cpu {u.cpu_s:6.2f}s "
         f"rss {u.peak_rss_mb:6.1f}MB conn/h {run.connections_per_host} cmd/h "
-        f"{run.commands_per_host}" + (f" bastion conns {run.bastion_connections}"
-                                      if bastion else "")
+        f"{run.commands_per_host} hosts cpu {run.hosts_cpu_s}s"
+        + (f" bastion conns {run.bastion_connections}" if bastion else "")
         + ("" if ok else f" FAILED {run.detail[-300:]}"))
     return run
 
@@ -539,6 +578,10 @@ def targets(runs: list[Run], ns: list[int]) -> list[dict[str, Any]]:
     return out
 
 
+def fmt_cpu(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     m = data["meta"]
     lines = [
@@ -547,14 +590,18 @@ def markdown(data: dict[str, Any]) -> str:
         f"finished {m.get('finished', '?')}.",
         f"Light hosts (sshd + bench/fixtures/fake_docker), one run per cell. Tools: "
         f"{m.get('versions', {})}.", "",
-        "| tool | scenario | hosts | wall s | CPU s | peak RSS MB | conn/host | cmd/host | ok |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "CPU s: the deploying process tree's; hosts CPU s: what the hosts (containers on the",
+        "same cores) spent meanwhile, sshd and the commands' own work included.", "",
+        "| tool | scenario | hosts | wall s | CPU s | hosts CPU s | peak RSS MB | conn/host "
+        "| cmd/host | ok |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in data["runs"]:
         extra = (f" (bastion saw {r['bastion_connections']} conn)"
                  if r.get("bastion_connections") is not None else "")
         lines.append(f"| {r['tool']} | {r['scenario']} | {r['hosts']} | {r['seconds']:.2f} | "
-                     f"{r['cpu_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['connections_per_host']} | "
+                     f"{r['cpu_s']:.2f} | {fmt_cpu(r.get('hosts_cpu_s'))} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['connections_per_host']} | "
                      f"{r['commands_per_host']} | {'yes' if r['ok'] else 'NO'}{extra} |")
     lines += ["", "## Targets", "", "| target | measured | limit | met |", "|---|---:|---|---|"]
     for t in data["targets"]:
