@@ -250,9 +250,15 @@ def _wait_ssh(addresses: list[str], deadline: float = 120) -> None:
 
 
 def fleet_down() -> None:
+    """Remove the light hosts, ten at a time: ``docker rm -f`` of 50 running
+    containers at once deadlocked Debian's dockerd 20.10 in libnetwork (the
+    endpoint deletes and the containers' exit handling wait on one network
+    lock; seen once, after a 200-host run). Stopped containers remove fast."""
     ids = sh("docker", "ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
-    for i in range(0, len(ids), 50):
-        sh("docker", "rm", "-f", *ids[i:i + 50], check=False)
+    for i in range(0, len(ids), 10):
+        sh("docker", "stop", "-t", "1", *ids[i:i + 10], check=False)
+    for i in range(0, len(ids), 10):
+        sh("docker", "rm", "-f", *ids[i:i + 10], check=False)
     sh("docker", "network", "rm", NETWORK, check=False)
 
 
