@@ -66,8 +66,11 @@ class Tunnel:
                     if not data:
                         break
                     sock.sendall(data)
-        except OSError:
-            pass  # either side went away (a cut connection): the pull fails, retried next ship
+        except (OSError, EOFError) as e:
+            # Either side went away (a cut connection: paramiko raises
+            # EOFError once its transport is gone). The pull fails and the
+            # ship reports it; this thread ends quietly.
+            log.debug("image tunnel closed: %s", type(e).__name__)
         finally:
             with self._lock:
                 self._open.difference_update((chan, sock))
