@@ -4,6 +4,7 @@ example as a fresh clone has it."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import textwrap
 from collections.abc import Callable
@@ -123,6 +124,16 @@ def _fresh_masker() -> None:
 # integration files fill the workers' gaps at the end. Seconds per file from
 # a CI run's junit report (2 cores, load 10-28); only the ranking matters. A
 # new e2e file not listed yet counts as long.
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (``cmd &``
+    or ``nohup``) inherits SIGINT ignored, and so would every deployer the
+    tests start: deployer rightly keeps an inherited SIG_IGN, so the Ctrl-C
+    tests failed for how the suite was launched, not for the code. Restore
+    Python's own handler; the children then start with the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 SLOW_FILES: dict[str, float] = {
     "tests/e2e/test_faults.py": 1568,
     "tests/e2e/test_ship.py": 1363,
