@@ -115,15 +115,6 @@ def _fresh_masker() -> None:
     masker.clear()
 
 
-# -- order: the longest files first ----------------------------------------------
-#
-# .ci/test hands whole files to its workers (--dist loadfile) in collection
-# order (--no-loadscope-reorder: xdist's default order is by test count, which
-# started the few-test e2e files, the longest, at the end of the run). So the
-# slow files go first, longest first, and the hundreds of short unit and
-# integration files fill the workers' gaps at the end. Seconds per file from
-# a CI run's junit report (2 cores, load 10-28); only the ranking matters. A
-# new e2e file not listed yet counts as long.
 def pytest_configure(config: pytest.Config) -> None:
     """A suite started in the background by a non-interactive shell (``cmd &``
     or ``nohup``) inherits SIGINT ignored, and so would every deployer the
@@ -134,6 +125,15 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# -- order: the longest files first ----------------------------------------------
+#
+# .ci/test hands whole files to its workers (--dist loadfile) in collection
+# order (--no-loadscope-reorder: xdist's default order is by test count, which
+# started the few-test e2e files, the longest, at the end of the run). So the
+# slow files go first, longest first, and the hundreds of short unit and
+# integration files fill the workers' gaps at the end. Seconds per file from
+# a CI run's junit report (2 cores, load 10-28); only the ranking matters. A
+# new e2e file not listed yet counts as long.
 SLOW_FILES: dict[str, float] = {
     "tests/e2e/test_faults.py": 1568,
     "tests/e2e/test_ship.py": 1363,
